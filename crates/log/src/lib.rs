@@ -1,0 +1,68 @@
+//! The durable partition log.
+//!
+//! A partition is a directory of segments (`<base offset>.log` plus `.index` and
+//! `.timeindex`); only the last, active segment is written. Storage is synchronous and owns
+//! durability: the network layer decides *when* to call [`PartitionLog::flush_target`] and
+//! `fsync`, this crate guarantees *what* is on disk after that call and after a crash.
+//!
+//! - [`segment`]: one segment file and its in-memory sparse indexes.
+//! - [`log`]: the partition log: append, read, roll, retention, recovery.
+//! - [`topics`]: topic metadata (id, partition count, configs) persisted beside the logs.
+
+pub mod config;
+pub mod log;
+pub mod segment;
+pub mod topics;
+
+pub use config::LogConfig;
+pub use log::{AppendInfo, PartitionLog, ReadResult};
+
+use std::path::PathBuf;
+
+/// A storage failure, with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("offset {offset} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("corrupt metadata {path}: {reason}")]
+    CorruptMetadata { path: PathBuf, reason: String },
+}
+
+impl LogError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LogError {
+        let path = path.into();
+        move |source| LogError::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), LogError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp).map_err(LogError::io("create", &tmp))?;
+    file.write_all(bytes).map_err(LogError::io("write", &tmp))?;
+    file.sync_all().map_err(LogError::io("fsync", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(LogError::io("rename", path))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Fsyncs a directory so that file creations, renames and deletions in it are durable.
+pub fn sync_dir(dir: &std::path::Path) -> Result<(), LogError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LogError::io("fsync directory", dir))
+}

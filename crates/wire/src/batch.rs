@@ -1,0 +1,373 @@
+//! A view of Kafka's v2 `RecordBatch` (magic 2), the unit producers send and the log stores.
+//!
+//! The broker never re-encodes a producer's batch: it validates the header and CRC, then
+//! writes the bytes as sent, rewriting only the fields outside the CRC (base offset and
+//! partition leader epoch). Compressed batches are therefore stored compressed.
+//!
+//! Layout (big-endian):
+//! ```text
+//! baseOffset i64 | batchLength i32 | partitionLeaderEpoch i32 | magic i8 | crc u32 |
+//! attributes i16 | lastOffsetDelta i32 | baseTimestamp i64 | maxTimestamp i64 |
+//! producerId i64 | producerEpoch i16 | baseSequence i32 | recordsCount i32 | records...
+//! ```
+//! `batchLength` counts the bytes after itself; the CRC-32C covers `attributes` to the end.
+
+use exacta_types::ErrorCode;
+
+/// Size of the fixed batch header, records excluded.
+pub const BATCH_HEADER_LEN: usize = 61;
+/// Bytes before `batchLength`'s payload: baseOffset and batchLength.
+pub const LOG_OVERHEAD: usize = 12;
+
+const MAGIC_OFFSET: usize = 16;
+const CRC_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+
+/// Attribute bits.
+pub const COMPRESSION_MASK: i16 = 0x07;
+pub const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
+pub const TRANSACTIONAL_FLAG: i16 = 0x10;
+pub const CONTROL_FLAG: i16 = 0x20;
+
+/// Why a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch is truncated: {have} bytes, header says {need}")]
+    Truncated { have: usize, need: usize },
+    #[error("batch length {0} is smaller than the v2 header")]
+    LengthTooSmall(i32),
+    #[error("unsupported record batch magic {0}; only magic 2 is accepted")]
+    UnsupportedMagic(i8),
+    #[error("CRC mismatch: header says {stored:#010x}, bytes give {computed:#010x}")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("unknown compression codec {0}")]
+    UnknownCompression(i16),
+    #[error("records count {count} does not match lastOffsetDelta {last_offset_delta}")]
+    InconsistentCount { count: i32, last_offset_delta: i32 },
+    #[error("control batches may only be written by the broker")]
+    ControlBatchFromClient,
+}
+
+impl BatchError {
+    /// The Kafka error code a producer gets for this batch.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedVersion,
+            BatchError::UnknownCompression(_) => ErrorCode::UnsupportedCompressionType,
+            BatchError::InconsistentCount { .. } | BatchError::ControlBatchFromClient => {
+                ErrorCode::InvalidRecord
+            }
+            _ => ErrorCode::CorruptMessage,
+        }
+    }
+}
+
+/// The parsed header of one batch; `size` is the whole batch in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Total size of the batch on the wire and on disk.
+    pub fn size(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+    pub fn compression(&self) -> i16 {
+        self.attributes & COMPRESSION_MASK
+    }
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG != 0
+    }
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_FLAG != 0
+    }
+
+    /// Parses the fixed header from the start of `buf` without checking the CRC.
+    ///
+    /// Returns `Truncated` when `buf` does not hold the whole batch the header announces.
+    pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        let header = Self::parse_header(buf)?;
+        if buf.len() < header.size() {
+            return Err(BatchError::Truncated {
+                have: buf.len(),
+                need: header.size(),
+            });
+        }
+        Ok(header)
+    }
+
+    /// Parses only the fixed 61-byte header; the records need not be in `buf`.
+    pub fn parse_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        if buf.len() < BATCH_HEADER_LEN {
+            return Err(BatchError::Truncated {
+                have: buf.len(),
+                need: BATCH_HEADER_LEN,
+            });
+        }
+        let batch_length = be_i32(buf, 8);
+        if (batch_length as i64) < (BATCH_HEADER_LEN - LOG_OVERHEAD) as i64 {
+            return Err(BatchError::LengthTooSmall(batch_length));
+        }
+        let header = BatchHeader {
+            base_offset: be_i64(buf, 0),
+            batch_length,
+            partition_leader_epoch: be_i32(buf, 12),
+            magic: buf[MAGIC_OFFSET] as i8,
+            crc: u32::from_be_bytes(buf[CRC_OFFSET..CRC_OFFSET + 4].try_into().unwrap_or([0; 4])),
+            attributes: be_i16(buf, ATTRIBUTES_OFFSET),
+            last_offset_delta: be_i32(buf, 23),
+            base_timestamp: be_i64(buf, 27),
+            max_timestamp: be_i64(buf, 35),
+            producer_id: be_i64(buf, 43),
+            producer_epoch: be_i16(buf, 51),
+            base_sequence: be_i32(buf, 53),
+            records_count: be_i32(buf, 57),
+        };
+        if header.magic != 2 {
+            return Err(BatchError::UnsupportedMagic(header.magic));
+        }
+        Ok(header)
+    }
+
+    /// Parses the header and checks the CRC over the batch's bytes.
+    pub fn parse_and_verify(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        let header = Self::parse(buf)?;
+        let computed = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..header.size()]);
+        if computed != header.crc {
+            return Err(BatchError::CrcMismatch {
+                stored: header.crc,
+                computed,
+            });
+        }
+        Ok(header)
+    }
+}
+
+/// Validates one batch a producer sent: header, CRC, codec, counts, not a control batch.
+pub fn validate_produced(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = BatchHeader::parse_and_verify(buf)?;
+    if header.compression() > 4 {
+        return Err(BatchError::UnknownCompression(header.compression()));
+    }
+    if header.is_control() {
+        return Err(BatchError::ControlBatchFromClient);
+    }
+    if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
+        return Err(BatchError::InconsistentCount {
+            count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// Sets the fields the broker owns; both lie outside the CRC, so it stays valid.
+pub fn assign_offset(buf: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
+    buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    buf[12..16].copy_from_slice(&partition_leader_epoch.to_be_bytes());
+}
+
+/// Iterates over the complete batches at the start of `buf`; stops at a partial tail or at
+/// the first unparsable header (the caller decides whether that is corruption).
+pub struct Batches<'a> {
+    buf: &'a [u8],
+    position: usize,
+    error: Option<BatchError>,
+}
+
+impl<'a> Batches<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Self {
+            buf,
+            position: 0,
+            error: None,
+        }
+    }
+    /// Bytes consumed by the batches yielded so far.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+    /// Why iteration stopped early, if it did (`None` at a clean end).
+    pub fn error(&self) -> Option<&BatchError> {
+        self.error.as_ref()
+    }
+}
+
+impl Iterator for Batches<'_> {
+    /// Position of the batch in the buffer and its header.
+    type Item = (usize, BatchHeader);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.position >= self.buf.len() || self.error.is_some() {
+            return None;
+        }
+        match BatchHeader::parse(&self.buf[self.position..]) {
+            Ok(header) => {
+                let at = self.position;
+                self.position += header.size();
+                Some((at, header))
+            }
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+}
+
+fn be_i16(buf: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([buf[at], buf[at + 1]])
+}
+fn be_i32(buf: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+fn be_i64(buf: &[u8], at: usize) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at..at + 8]);
+    i64::from_be_bytes(b)
+}
+
+/// Builds a batch of records with the given values, record `i` stamped `first_timestamp + i`,
+/// as a non-idempotent producer would send it. For tests, tools and fuzzing seeds.
+pub fn build_batch(
+    values: &[Vec<u8>],
+    first_timestamp: i64,
+    compression: kafka_protocol::records::Compression,
+) -> Vec<u8> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder groups records whose offset - sequence is constant into one batch.
+            sequence: i as i32,
+            timestamp: first_timestamp + i as i64,
+            key: None,
+            value: Some(bytes::Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encoding records into memory cannot fail");
+    buf.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::Compression;
+
+    fn encode_batch(n: usize, compression: Compression) -> Vec<u8> {
+        let values: Vec<Vec<u8>> = (0..n).map(|i| format!("value-{i}").into_bytes()).collect();
+        build_batch(&values, 1_700_000_000_000, compression)
+    }
+
+    #[test]
+    fn valid_batch_of_every_codec_passes() {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let buf = encode_batch(10, codec);
+            let header = validate_produced(&buf).expect("valid");
+            assert_eq!(header.records_count, 10);
+            assert_eq!(header.last_offset_delta, 9);
+            assert_eq!(header.size(), buf.len());
+            assert_eq!(header.compression(), codec as i16);
+        }
+    }
+
+    #[test]
+    fn flipped_byte_fails_crc() {
+        let mut buf = encode_batch(3, Compression::None);
+        let last = buf.len() - 1;
+        buf[last] ^= 0xff;
+        assert!(matches!(
+            validate_produced(&buf),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn assigning_offset_keeps_crc_valid() {
+        let mut buf = encode_batch(3, Compression::None);
+        assign_offset(&mut buf, 4242, 7);
+        let header = validate_produced(&buf).expect("still valid");
+        assert_eq!(header.base_offset, 4242);
+        assert_eq!(header.last_offset(), 4244);
+        assert_eq!(header.partition_leader_epoch, 7);
+    }
+
+    #[test]
+    fn truncated_and_wrong_magic_are_refused() {
+        let buf = encode_batch(3, Compression::None);
+        assert!(matches!(
+            validate_produced(&buf[..buf.len() - 1]),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(
+            validate_produced(&buf[..20]),
+            Err(BatchError::Truncated { .. })
+        ));
+        let mut old = buf.clone();
+        old[MAGIC_OFFSET] = 1;
+        assert_eq!(
+            validate_produced(&old).unwrap_err().error_code(),
+            ErrorCode::UnsupportedVersion
+        );
+        let mut tiny = buf;
+        tiny[8..12].copy_from_slice(&5i32.to_be_bytes());
+        assert!(matches!(
+            validate_produced(&tiny),
+            Err(BatchError::LengthTooSmall(5))
+        ));
+    }
+
+    #[test]
+    fn iterator_stops_at_partial_tail() {
+        let mut buf = encode_batch(2, Compression::None);
+        let one = buf.len();
+        buf.extend(encode_batch(2, Compression::None));
+        buf.extend_from_slice(&encode_batch(2, Compression::None)[..30]);
+        let mut it = Batches::new(&buf);
+        let seen: Vec<usize> = it.by_ref().map(|(at, _)| at).collect();
+        assert_eq!(seen, vec![0, one]);
+        assert_eq!(it.position(), 2 * one);
+        assert!(matches!(it.error(), Some(BatchError::Truncated { .. })));
+    }
+}

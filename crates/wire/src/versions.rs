@@ -1,0 +1,74 @@
+//! The API versions Exacta serves: the single source for ApiVersions and for the router.
+//!
+//! Ranges are chosen to cover librdkafka 2.x, kafka-python 3.x and the Java client 3.x/4.x,
+//! and never exceed what the `kafka-protocol` codecs support. Advertise only what is
+//! implemented: a client picks the highest common version, so an over-claim breaks it.
+
+use kafka_protocol::messages::ApiKey;
+
+/// One served API and its inclusive version range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRange {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
+    ApiRange { key, min, max }
+}
+
+/// Every API the broker answers, in ApiKey order.
+pub const SUPPORTED: &[ApiRange] = &[
+    range(ApiKey::Produce, 3, 11),
+    range(ApiKey::Fetch, 4, 16),
+    range(ApiKey::ListOffsets, 1, 7),
+    range(ApiKey::Metadata, 0, 12),
+    range(ApiKey::ApiVersions, 0, 4),
+    range(ApiKey::CreateTopics, 2, 7),
+    range(ApiKey::DeleteTopics, 1, 6),
+    range(ApiKey::DescribeConfigs, 1, 4),
+    range(ApiKey::CreatePartitions, 0, 3),
+    range(ApiKey::IncrementalAlterConfigs, 0, 1),
+    range(ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The served range for `key`, if the broker implements it.
+pub fn supported(key: ApiKey) -> Option<ApiRange> {
+    SUPPORTED.iter().copied().find(|r| r.key == key)
+}
+
+/// Whether `version` of `key` is served.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported(key).is_some_and(|r| (r.min..=r.max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_ranges_fit_inside_the_codecs() {
+        for r in SUPPORTED {
+            let codec = r.key.valid_versions();
+            assert!(r.min <= r.max, "{:?}", r.key);
+            assert!(
+                codec.min <= r.min && r.max <= codec.max,
+                "{:?} {}..{} outside codec {}..{}",
+                r.key,
+                r.min,
+                r.max,
+                codec.min,
+                codec.max
+            );
+        }
+    }
+
+    #[test]
+    fn api_versions_serves_v0_to_v4() {
+        assert!(is_supported(ApiKey::ApiVersions, 0));
+        assert!(is_supported(ApiKey::ApiVersions, 4));
+        assert!(!is_supported(ApiKey::ApiVersions, 5));
+        assert!(!is_supported(ApiKey::JoinGroup, 0));
+    }
+}

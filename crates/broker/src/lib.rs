@@ -1,1 +1,40 @@
-//! placeholder
+//! The Exacta broker: a single node that unmodified Kafka clients talk to.
+//!
+//! - [`server`]: the tokio listener and per-connection request pipeline (requests are
+//!   handled in arrival order; their answers may wait concurrently, e.g. for an fsync,
+//!   and are written back in order).
+//! - [`handlers`]: one module per Kafka API.
+//! - [`partitions`]: the partition manager: topics, their partition logs, high watermarks.
+//! - [`flusher`]: group commit: one fsync covers every append waiting at that moment.
+//! - [`config`]: settings and their limits.
+
+pub mod config;
+pub mod flusher;
+pub mod handlers;
+pub mod partitions;
+pub mod server;
+
+pub use config::{BrokerConfig, FlushPolicy};
+pub use server::Server;
+
+/// Splits `host:port` for Metadata answers.
+pub fn advertised_host_port(address: &str) -> Result<(String, i32), String> {
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address '{address}' is not HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("address '{address}' has an invalid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("address '{address}' has no host"));
+    }
+    Ok((host.to_string(), i32::from(port)))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -52,11 +52,11 @@ impl BatchError {
     /// The Kafka error code a producer gets for this batch.
     pub fn error_code(&self) -> ErrorCode {
         match self {
-            BatchError::UnsupportedMagic(_) => ErrorCode::UnsupportedVersion,
             BatchError::UnknownCompression(_) => ErrorCode::UnsupportedCompressionType,
-            BatchError::InconsistentCount { .. } | BatchError::ControlBatchFromClient => {
-                ErrorCode::InvalidRecord
-            }
+            // Kafka: Produce v3+ may only carry magic 2 batches (InvalidRecordException).
+            BatchError::UnsupportedMagic(_)
+            | BatchError::InconsistentCount { .. }
+            | BatchError::ControlBatchFromClient => ErrorCode::InvalidRecord,
             _ => ErrorCode::CorruptMessage,
         }
     }
@@ -348,7 +348,7 @@ mod tests {
         old[MAGIC_OFFSET] = 1;
         assert_eq!(
             validate_produced(&old).unwrap_err().error_code(),
-            ErrorCode::UnsupportedVersion
+            ErrorCode::InvalidRecord
         );
         let mut tiny = buf;
         tiny[8..12].copy_from_slice(&5i32.to_be_bytes());

@@ -1,0 +1,267 @@
+//! Broker configuration: a TOML file, overridden by command-line flags.
+//!
+//! Every limit the broker enforces is here, with Kafka's default where Kafka has one.
+//! Topic-level configs (`retention.ms`, ...) are resolved over these defaults by
+//! [`TopicConfigs`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use exacta_log::LogConfig;
+use serde::Deserialize;
+
+/// When the broker fsyncs the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushPolicy {
+    /// fsync before acknowledging acks=all and before a record becomes visible to
+    /// consumers; concurrent appends share one fsync (group commit). The default.
+    Always,
+    /// fsync every `flush_interval_ms`; acknowledgements do not wait for it.
+    Interval,
+    /// never fsync during operation (only on segment roll and clean shutdown).
+    Never,
+}
+
+/// The broker's settings. Field names are the TOML keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Address clients are told to connect to (Metadata); defaults to `listen`.
+    pub advertised_listener: Option<String>,
+    /// Directory holding the logs and metadata.
+    pub data_dir: PathBuf,
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// Create a topic when a client asks for its metadata (`auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of an auto-created topic, or of CreateTopics with -1 (`num.partitions`).
+    pub num_partitions: i32,
+    pub flush_policy: FlushPolicy,
+    pub flush_interval_ms: u64,
+    // Defaults for topic configs.
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    /// Largest batch a producer may send (`message.max.bytes`).
+    pub message_max_bytes: i32,
+    /// How often retention runs (`log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
+    // Limits.
+    /// Largest request frame accepted (`socket.request.max.bytes`).
+    pub frame_bytes_max: u32,
+    pub connections_max: usize,
+    /// Requests read from one connection before the first of them is answered.
+    pub in_flight_requests_max: usize,
+    pub partitions_max_per_topic: i32,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let log = LogConfig::default();
+        Self {
+            listen: "127.0.0.1:9092".into(),
+            advertised_listener: None,
+            data_dir: PathBuf::from("./exacta-data"),
+            node_id: 0,
+            cluster_id: "exacta-cluster-0".into(),
+            auto_create_topics: true,
+            num_partitions: 1,
+            flush_policy: FlushPolicy::Always,
+            flush_interval_ms: 1000,
+            segment_bytes: log.segment_bytes,
+            segment_ms: log.segment_ms,
+            retention_ms: log.retention_ms,
+            retention_bytes: log.retention_bytes,
+            message_max_bytes: 1_048_588,
+            retention_check_interval_ms: 300_000,
+            frame_bytes_max: 104_857_600,
+            connections_max: 10_000,
+            in_flight_requests_max: 64,
+            partitions_max_per_topic: 10_000,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// A configuration the broker refuses to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl BrokerConfig {
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks values that would otherwise fail later, far from their cause.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.num_partitions < 1 || self.num_partitions > self.partitions_max_per_topic {
+            return bad(format!("num_partitions {} out of range", self.num_partitions));
+        }
+        if self.segment_bytes < 1024 || self.segment_bytes > i32::MAX as u64 {
+            return bad(format!("segment_bytes {} must be in 1024..=2147483647", self.segment_bytes));
+        }
+        if self.message_max_bytes < 64 {
+            return bad(format!("message_max_bytes {} is too small", self.message_max_bytes));
+        }
+        if (self.frame_bytes_max as i64) < self.message_max_bytes as i64 {
+            return bad("frame_bytes_max must be at least message_max_bytes".into());
+        }
+        if self.in_flight_requests_max == 0 || self.connections_max == 0 {
+            return bad("in_flight_requests_max and connections_max must be positive".into());
+        }
+        if self.flush_policy == FlushPolicy::Interval && self.flush_interval_ms == 0 {
+            return bad("flush_interval_ms must be positive with flush_policy = \"interval\"".into());
+        }
+        crate::advertised_host_port(self.advertised()).map_err(ConfigError::Invalid)?;
+        Ok(())
+    }
+
+    /// The address given to clients.
+    pub fn advertised(&self) -> &str {
+        self.advertised_listener.as_deref().unwrap_or(&self.listen)
+    }
+}
+
+/// Topic-level configs Exacta supports, with Kafka's names.
+pub const TOPIC_CONFIG_NAMES: &[&str] = &[
+    "cleanup.policy",
+    "max.message.bytes",
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
+
+/// A topic's config overrides resolved over the broker defaults.
+#[derive(Debug, Clone)]
+pub struct TopicConfigs<'a> {
+    pub overrides: &'a BTreeMap<String, String>,
+    pub broker: &'a BrokerConfig,
+}
+
+impl TopicConfigs<'_> {
+    /// The value in force and whether it is the default.
+    pub fn value(&self, name: &str) -> Option<(String, bool)> {
+        if let Some(v) = self.overrides.get(name) {
+            return Some((v.clone(), false));
+        }
+        let b = self.broker;
+        let default = match name {
+            "cleanup.policy" => "delete".to_string(),
+            "max.message.bytes" => b.message_max_bytes.to_string(),
+            "retention.bytes" => b.retention_bytes.to_string(),
+            "retention.ms" => b.retention_ms.to_string(),
+            "segment.bytes" => b.segment_bytes.to_string(),
+            "segment.ms" => b.segment_ms.to_string(),
+            _ => return None,
+        };
+        Some((default, true))
+    }
+
+    fn number(&self, name: &str) -> i64 {
+        self.value(name)
+            .and_then(|(v, _)| v.parse().ok())
+            .unwrap_or_default()
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.number("segment.bytes") as u64,
+            segment_ms: self.number("segment.ms"),
+            retention_ms: self.number("retention.ms"),
+            retention_bytes: self.number("retention.bytes"),
+            ..LogConfig::default()
+        }
+    }
+
+    pub fn max_message_bytes(&self) -> i64 {
+        self.number("max.message.bytes")
+    }
+}
+
+/// Checks one topic config value; the error says why, for the client.
+pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
+    let number = |min: i64, max: i64| -> Result<(), String> {
+        let v: i64 = value
+            .parse()
+            .map_err(|_| format!("{name} must be an integer, got '{value}'"))?;
+        if v < min || v > max {
+            return Err(format!("{name} must be in {min}..={max}, got {v}"));
+        }
+        Ok(())
+    };
+    match name {
+        "cleanup.policy" if value == "delete" => Ok(()),
+        "cleanup.policy" => Err(format!(
+            "cleanup.policy '{value}' is not supported; only 'delete' is"
+        )),
+        "max.message.bytes" => number(64, i32::MAX as i64),
+        "retention.bytes" | "retention.ms" => number(-1, i64::MAX),
+        "segment.bytes" => number(1024, i32::MAX as i64),
+        "segment.ms" => number(1, i64::MAX),
+        other => Err(format!(
+            "unknown or unsupported topic config '{other}'; supported: {}",
+            TOPIC_CONFIG_NAMES.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_kafka() {
+        let c = BrokerConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9092");
+        assert_eq!(c.flush_policy, FlushPolicy::Always);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn toml_overrides_and_rejects_unknown_keys() {
+        let c: BrokerConfig =
+            toml::from_str("listen = \"127.0.0.1:1\"\nflush_policy = \"never\"").unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1");
+        assert_eq!(c.flush_policy, FlushPolicy::Never);
+        assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
+        assert!(toml::from_str::<BrokerConfig>("flush_policy = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn topic_config_values_are_checked() {
+        assert!(validate_topic_config("retention.ms", "-1").is_ok());
+        assert!(validate_topic_config("retention.ms", "abc").is_err());
+        assert!(validate_topic_config("segment.bytes", "10").is_err());
+        assert!(validate_topic_config("cleanup.policy", "compact").is_err());
+        assert!(validate_topic_config("unclean.leader.election.enable", "true").is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! ApiVersions (key 18): the versions of every API the broker serves.
+//!
+//! A request at a version we do not serve is answered by the server with
+//! [`unsupported_version`]: a v0 response carrying UNSUPPORTED_VERSION and our ranges, so
+//! the client retries at a version both sides know (Kafka's behaviour, KIP-511).
+
+use exacta_types::ErrorCode;
+use exacta_wire::frame::encode_response;
+use exacta_wire::versions::SUPPORTED;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+pub fn handle(_version: i16) -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default();
+    response.api_keys = SUPPORTED
+        .iter()
+        .map(|r| {
+            ApiVersion::default()
+                .with_api_key(r.key as i16)
+                .with_min_version(r.min)
+                .with_max_version(r.max)
+        })
+        .collect();
+    response
+}
+
+/// The v0 answer to an ApiVersions request at a version we do not serve.
+pub fn unsupported_version(correlation_id: i32) -> Result<bytes::Bytes, String> {
+    let mut response = handle(0);
+    response.error_code = ErrorCode::UnsupportedVersion.code();
+    encode_response(ApiKey::ApiVersions, 0, correlation_id, &response)
+}

@@ -1,0 +1,190 @@
+//! DescribeConfigs (key 32) and IncrementalAlterConfigs (key 44).
+//!
+//! Topics support `retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms`,
+//! `max.message.bytes` and `cleanup.policy=delete`; alterations are validated, persisted
+//! and applied to the live logs at once. Broker configs are static (the TOML file) and
+//! described read-only.
+
+use std::collections::BTreeMap;
+
+use exacta_types::ErrorCode;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::message;
+use crate::config::{TopicConfigs, TOPIC_CONFIG_NAMES};
+use crate::partitions::{ApiError, Broker};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn config_type(name: &str) -> i8 {
+    match name {
+        "cleanup.policy" => 7,                      // LIST
+        "max.message.bytes" | "segment.bytes" => 3, // INT
+        "auto.create.topics.enable" => 1,           // BOOLEAN
+        "log.flush.policy" | "cluster.id" => 2,     // STRING
+        _ => 5,                                     // LONG
+    }
+}
+
+fn entry(name: &str, value: String, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
+    DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(name.to_string()))
+        .with_value(Some(StrBytes::from_string(value)))
+        .with_config_source(source)
+        .with_read_only(read_only)
+        .with_config_type(config_type(name))
+}
+
+pub fn describe(broker: &Broker, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let mut response = DescribeConfigsResponse::default();
+    for resource in request.resources {
+        let mut result = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let wanted = |name: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        };
+        match resource.resource_type {
+            RESOURCE_TOPIC => match broker.topic(&resource.resource_name) {
+                Some(topic) => {
+                    let resolved = TopicConfigs {
+                        overrides: &topic.configs,
+                        broker: &broker.config,
+                    };
+                    result.configs = TOPIC_CONFIG_NAMES
+                        .iter()
+                        .filter(|n| wanted(n))
+                        .filter_map(|name| {
+                            let (value, is_default) = resolved.value(name)?;
+                            let source = if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC };
+                            Some(entry(name, value, source, false))
+                        })
+                        .collect();
+                }
+                None => {
+                    result.error_code = ErrorCode::UnknownTopicOrPartition.code();
+                    result.error_message =
+                        message(format!("unknown topic '{}'", resource.resource_name.as_str()));
+                }
+            },
+            RESOURCE_BROKER => {
+                let c = &broker.config;
+                let flush = format!("{:?}", c.flush_policy).to_lowercase();
+                let all = [
+                    ("auto.create.topics.enable", c.auto_create_topics.to_string()),
+                    ("broker.id", c.node_id.to_string()),
+                    ("log.flush.policy", flush),
+                    ("log.retention.bytes", c.retention_bytes.to_string()),
+                    ("log.retention.ms", c.retention_ms.to_string()),
+                    ("log.segment.bytes", c.segment_bytes.to_string()),
+                    ("message.max.bytes", c.message_max_bytes.to_string()),
+                    ("num.partitions", c.num_partitions.to_string()),
+                    ("socket.request.max.bytes", c.frame_bytes_max.to_string()),
+                ];
+                result.configs = all
+                    .into_iter()
+                    .filter(|(n, _)| wanted(n))
+                    .map(|(n, v)| entry(n, v, SOURCE_STATIC_BROKER, true))
+                    .collect();
+            }
+            other => {
+                result.error_code = ErrorCode::InvalidRequest.code();
+                result.error_message = message(format!("unsupported resource type {other}"));
+            }
+        }
+        response.results.push(result);
+    }
+    response
+}
+
+pub fn alter(broker: &Broker, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+    let mut response = IncrementalAlterConfigsResponse::default();
+    for resource in request.resources {
+        let mut result = AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let outcome = match resource.resource_type {
+            RESOURCE_TOPIC => broker.alter_topic_configs(
+                &resource.resource_name,
+                |configs| {
+                    for op in &resource.configs {
+                        apply(configs, op)?;
+                    }
+                    Ok(())
+                },
+                request.validate_only,
+            ),
+            RESOURCE_BROKER => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "broker configs are static: edit the config file and restart",
+            )),
+            other => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("unsupported resource type {other}"),
+            )),
+        };
+        if let Err(e) = outcome {
+            result.error_code = e.code.code();
+            result.error_message = message(e.message);
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+fn apply(
+    configs: &mut BTreeMap<String, String>,
+    op: &kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig,
+) -> Result<(), ApiError> {
+    let name = op.name.to_string();
+    let value = op.value.as_ref().map(|v| v.to_string());
+    let invalid = |m: String| Err(ApiError::new(ErrorCode::InvalidConfig, m));
+    if !TOPIC_CONFIG_NAMES.contains(&name.as_str()) {
+        return invalid(format!(
+            "unknown or unsupported topic config '{name}'; supported: {}",
+            TOPIC_CONFIG_NAMES.join(", ")
+        ));
+    }
+    let is_list = config_type(&name) == 7;
+    match (op.config_operation, value) {
+        (0, Some(v)) => {
+            configs.insert(name, v);
+        }
+        (1, _) => {
+            configs.remove(&name);
+        }
+        (2 | 3, Some(v)) if is_list => {
+            let mut items: Vec<String> = configs
+                .get(&name)
+                .map(|c| c.split(',').map(str::to_string).collect())
+                .unwrap_or_default();
+            if op.config_operation == 2 {
+                if !items.contains(&v) {
+                    items.push(v);
+                }
+            } else {
+                items.retain(|i| *i != v);
+            }
+            configs.insert(name, items.join(","));
+        }
+        (2 | 3, _) => return invalid(format!("APPEND/SUBTRACT need a list config; '{name}' is not one")),
+        (0, None) => return invalid(format!("SET of '{name}' needs a value")),
+        (other, _) => return invalid(format!("unknown config operation {other}")),
+    }
+    Ok(())
+}

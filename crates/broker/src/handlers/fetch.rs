@@ -1,0 +1,120 @@
+//! Fetch (key 1): whole batches below the high watermark, long-polling until `min_bytes`
+//! are available or `max_wait_ms` passes. `max_bytes` and `partition_max_bytes` bound the
+//! answer, except that the first batch of the first non-empty partition is returned even
+//! if larger (KIP-74), so a consumer can always make progress.
+//!
+//! Fetch sessions (KIP-227) are not kept: every answer has session id 0, which tells the
+//! client to send full fetch requests. Topics are named (v4-v12) or identified (v13+).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use exacta_types::ErrorCode;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+
+use super::{Ctx, Reply};
+use crate::partitions::{ApiError, Broker, Topic};
+
+const READ_COMMITTED: i8 = 1;
+
+pub fn handle(broker: &Arc<Broker>, request: FetchRequest, ctx: Ctx) -> Reply {
+    let broker = Arc::clone(broker);
+    Box::pin(async move {
+        let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
+        let deadline = tokio::time::Instant::now() + wait;
+        let min_bytes = request.min_bytes.max(0) as usize;
+        let mut arrivals = broker.subscribe_arrivals();
+        loop {
+            arrivals.borrow_and_update();
+            let (response, bytes, has_error) = build(&broker, &request, ctx.version);
+            if bytes >= min_bytes.max(1) || has_error || tokio::time::Instant::now() >= deadline {
+                return ctx.encode(&response);
+            }
+            if tokio::time::timeout_at(deadline, arrivals.changed()).await.is_err() {
+                let (response, _, _) = build(&broker, &request, ctx.version);
+                return ctx.encode(&response);
+            }
+        }
+    })
+}
+
+/// One pass over the requested partitions: the response, its record bytes, and whether
+/// any partition had an error (which ends the long poll at once, as in Kafka).
+fn build(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let mut remaining = request.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut has_error = false;
+    let mut response = FetchResponse::default();
+    for topic in &request.topics {
+        let found: Option<Arc<Topic>> = if version >= 13 {
+            broker.topic_by_id(topic.topic_id)
+        } else {
+            broker.topic(&topic.topic)
+        };
+        let mut topic_response = FetchableTopicResponse::default();
+        if version >= 13 {
+            topic_response.topic_id = topic.topic_id;
+        } else {
+            topic_response.topic = topic.topic.clone();
+        }
+        for p in &topic.partitions {
+            let mut data = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_aborted_transactions(
+                    (request.isolation_level == READ_COMMITTED).then(Vec::new),
+                );
+            let partition = found
+                .as_ref()
+                .and_then(|t| usize::try_from(p.partition).ok().and_then(|i| t.partitions.get(i)));
+            let Some(partition) = partition else {
+                data.error_code = if version >= 13 && found.is_none() {
+                    ErrorCode::UnknownTopicId.code()
+                } else {
+                    ErrorCode::UnknownTopicOrPartition.code()
+                };
+                has_error = true;
+                topic_response.partitions.push(data);
+                continue;
+            };
+            let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
+            let result = if limit == 0 && total > 0 {
+                // Out of response budget: report the offsets, no records.
+                Ok(None)
+            } else {
+                partition.read(p.fetch_offset, limit.max(1)).map(Some)
+            };
+            match result {
+                Ok(read) => {
+                    let hw = partition.high_watermark();
+                    data.high_watermark = hw;
+                    data.last_stable_offset = hw;
+                    data.log_start_offset = partition.log_start_offset();
+                    if let Some((read, _)) = read {
+                        let len = read.records.len();
+                        // Only the first non-empty partition may exceed its limit.
+                        if len > 0 && (total == 0 || len <= limit) {
+                            total += len;
+                            remaining = remaining.saturating_sub(len);
+                            data.records = Some(read.records);
+                        }
+                    }
+                }
+                Err(ApiError { code, message }) => {
+                    tracing::debug!(topic = %partition.topic, partition = p.partition, %message, "fetch error");
+                    data.error_code = code.code();
+                    data.high_watermark = partition.high_watermark();
+                    data.last_stable_offset = data.high_watermark;
+                    data.log_start_offset = partition.log_start_offset();
+                    has_error = true;
+                }
+            }
+            topic_response.partitions.push(data);
+        }
+        response.responses.push(topic_response);
+    }
+    (response, total, has_error)
+}

@@ -1,0 +1,57 @@
+//! ListOffsets (key 2): the offset for a timestamp, or one of the special timestamps
+//! -1 (latest: the high watermark, which is also the last stable offset here),
+//! -2 (earliest: the log start offset) and -3 (the record with the largest timestamp).
+
+use exacta_types::ErrorCode;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::partitions::{ApiError, Broker, Partition};
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut response = ListOffsetsResponse::default();
+    for topic in request.topics {
+        let mut topic_response = ListOffsetsTopicResponse::default().with_name(topic.name.clone());
+        for p in topic.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1)
+                .with_leader_epoch(0);
+            let result = match broker.partition(&topic.name, p.partition_index) {
+                None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, "")),
+                Some(partition) => lookup(&partition, p.timestamp),
+            };
+            match result {
+                Ok(Some((offset, timestamp))) => {
+                    pr.offset = offset;
+                    pr.timestamp = timestamp;
+                }
+                Ok(None) => {}
+                Err(e) => pr.error_code = e.code.code(),
+            }
+            topic_response.partitions.push(pr);
+        }
+        response.topics.push(topic_response);
+    }
+    response
+}
+
+fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, ApiError> {
+    match timestamp {
+        LATEST => Ok(Some((partition.high_watermark(), -1))),
+        EARLIEST => Ok(Some((partition.log_start_offset(), -1))),
+        MAX_TIMESTAMP => partition.max_timestamp_offset(),
+        ts if ts >= 0 => partition.offset_for_timestamp(ts),
+        other => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("unsupported ListOffsets timestamp {other}"),
+        )),
+    }
+}

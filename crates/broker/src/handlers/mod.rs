@@ -1,0 +1,78 @@
+//! One module per Kafka API. [`dispatch`] does a request's synchronous work at once (so
+//! appends happen in arrival order) and returns a [`Reply`] future for the part that may
+//! wait (an fsync for acks=all, a long-polling fetch).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use exacta_wire::frame::{encode_response, Request};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use crate::partitions::Broker;
+
+pub mod api_versions;
+pub mod configs;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+
+/// The encoded response frame, `None` when the API sends none (acks=0 produce), or an
+/// error that closes the connection.
+pub type ReplyResult = Result<Option<Bytes>, String>;
+pub type Reply = Pin<Box<dyn Future<Output = ReplyResult> + Send>>;
+
+/// What a handler needs to know about the request it answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+}
+
+impl Ctx {
+    pub fn encode<T: Encodable>(&self, body: &T) -> ReplyResult {
+        encode_response(self.api_key, self.version, self.correlation_id, body)
+            .map(Some)
+            .map_err(|e| format!("encoding {:?} v{} response: {e}", self.api_key, self.version))
+    }
+
+    fn ready<T: Encodable>(&self, body: &T) -> Reply {
+        let result = self.encode(body);
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Routes a decoded request to its handler.
+pub fn dispatch(broker: &Arc<Broker>, header: &RequestHeader, request: Request) -> Reply {
+    let ctx = Ctx {
+        api_key: ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions),
+        version: header.request_api_version,
+        correlation_id: header.correlation_id,
+    };
+    match request {
+        Request::ApiVersions(_) => ctx.ready(&api_versions::handle(ctx.version)),
+        Request::Metadata(r) => ctx.ready(&metadata::handle(broker, r, ctx.version)),
+        Request::Produce(r) => produce::handle(broker, r, ctx),
+        Request::Fetch(r) => fetch::handle(broker, r, ctx),
+        Request::ListOffsets(r) => ctx.ready(&list_offsets::handle(broker, r)),
+        Request::CreateTopics(r) => ctx.ready(&create_topics::handle(broker, r, ctx.version)),
+        Request::DeleteTopics(r) => ctx.ready(&delete_topics::handle(broker, r, ctx.version)),
+        Request::CreatePartitions(r) => ctx.ready(&create_partitions::handle(broker, r)),
+        Request::DescribeConfigs(r) => ctx.ready(&configs::describe(broker, r)),
+        Request::IncrementalAlterConfigs(r) => ctx.ready(&configs::alter(broker, r)),
+        Request::DescribeCluster(r) => ctx.ready(&describe_cluster::handle(broker, r)),
+    }
+}
+
+/// `Some(message)` for a response's nullable error message.
+pub(crate) fn message(text: impl Into<String>) -> Option<StrBytes> {
+    Some(StrBytes::from_string(text.into()))
+}

@@ -1,0 +1,122 @@
+//! Produce (key 0): validate each batch (header, CRC, codec, size), append it as sent,
+//! and answer per `acks`:
+//! - `acks=0`: no response at all;
+//! - `acks=1`: after the append (the batch is in the page cache);
+//! - `acks=all` (-1): with `flush_policy = "always"`, after the group fsync that covers
+//!   the batch; otherwise as acks=1. A batch not durable within `timeout_ms` is answered
+//!   REQUEST_TIMED_OUT (it may still become durable: the producer will retry).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use exacta_types::ErrorCode;
+use exacta_wire::batch::validate_produced;
+use kafka_protocol::messages::produce_request::PartitionProduceData;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{message, Ctx, Reply};
+use crate::config::FlushPolicy;
+use crate::partitions::{ApiError, Broker, Partition};
+
+pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, ctx: Ctx) -> Reply {
+    let acks = request.acks;
+    let mut response = ProduceResponse::default();
+    // (topic index, partition index, partition, last offset) of appends to wait for.
+    let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    for (ti, topic) in request.topic_data.into_iter().enumerate() {
+        let mut topic_response = TopicProduceResponse::default().with_name(topic.name.clone());
+        for (pi, data) in topic.partition_data.into_iter().enumerate() {
+            let index = data.index;
+            let result = if matches!(acks, -1..=1) {
+                append(broker, &topic.name, data)
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::InvalidRequiredAcks,
+                    format!("acks must be -1, 0 or 1, got {acks}"),
+                ))
+            };
+            let mut pr = PartitionProduceResponse::default()
+                .with_index(index)
+                .with_log_append_time_ms(-1);
+            match result {
+                Ok((partition, info)) => {
+                    pr.base_offset = info.base_offset;
+                    pr.log_start_offset = info.log_start_offset;
+                    waits.push((ti, pi, partition, info.last_offset));
+                }
+                Err(e) => {
+                    tracing::debug!(topic = %topic.name.as_str(), partition = index, error = %e.message, "produce refused");
+                    pr.error_code = e.code.code();
+                    pr.error_message = message(e.message);
+                    pr.base_offset = -1;
+                    pr.log_start_offset = -1;
+                }
+            }
+            topic_response.partition_responses.push(pr);
+        }
+        response.responses.push(topic_response);
+    }
+    if acks == 0 {
+        return Box::pin(std::future::ready(Ok(None)));
+    }
+    if acks == 1 || broker.config.flush_policy != FlushPolicy::Always || waits.is_empty() {
+        let reply = ctx.encode(&response);
+        return Box::pin(std::future::ready(reply));
+    }
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (ti, pi, partition, last_offset) in waits {
+            let durable = tokio::time::timeout_at(deadline, partition.wait_for_high_watermark(last_offset)).await;
+            if durable.is_err() {
+                let pr = &mut response.responses[ti].partition_responses[pi];
+                pr.error_code = ErrorCode::RequestTimedOut.code();
+                pr.error_message = message("the batch was not fsynced within the request timeout");
+            }
+        }
+        ctx.encode(&response)
+    })
+}
+
+fn append(
+    broker: &Arc<Broker>,
+    topic: &str,
+    data: PartitionProduceData,
+) -> Result<(Arc<Partition>, exacta_log::AppendInfo), ApiError> {
+    let partition = broker.partition(topic, data.index).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnknownTopicOrPartition,
+            format!("unknown topic or partition {topic}-{}", data.index),
+        )
+    })?;
+    let records = data.records.unwrap_or_default();
+    validate(&records, partition.max_message_bytes())?;
+    let mut buf = BytesMut::from(&records[..]);
+    let info = partition.append(&mut buf)?;
+    Ok((partition, info))
+}
+
+/// Checks every batch in a partition's records: whole, valid, within the size limit.
+fn validate(records: &Bytes, max_message_bytes: i64) -> Result<(), ApiError> {
+    if records.is_empty() {
+        return Err(ApiError::new(ErrorCode::CorruptMessage, "no record batch in the request"));
+    }
+    let mut position = 0;
+    while position < records.len() {
+        let header = validate_produced(&records[position..])
+            .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
+        if header.size() as i64 > max_message_bytes {
+            return Err(ApiError::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
+                    header.size()
+                ),
+            ));
+        }
+        position += header.size();
+    }
+    Ok(())
+}

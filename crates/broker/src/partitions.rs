@@ -1,0 +1,587 @@
+//! The partition manager: topics, their partition logs and high watermarks.
+//!
+//! The high watermark (HW) is the offset below which consumers may read. On this single
+//! node it is the log end offset, except with `flush_policy = "always"`, where it is the
+//! *flushed* offset: a consumer never sees a record that a power loss could take back.
+//!
+//! Topic metadata changes (create, delete, add partitions, alter configs) are serialized
+//! by one admin lock and persisted before they become visible.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use exacta_log::topics::{TopicMetadata, TopicStore};
+use exacta_log::{AppendInfo, LogError, PartitionLog, ReadResult};
+use exacta_types::{validate_topic_name, ErrorCode};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::{validate_topic_config, BrokerConfig, FlushPolicy, TopicConfigs};
+use crate::flusher::Flusher;
+
+/// Name of the marker a clean shutdown leaves in the data directory.
+pub const CLEAN_SHUTDOWN_MARKER: &str = ".exacta-clean-shutdown";
+const LOCK_FILE: &str = ".exacta-lock";
+
+/// A refused admin or data operation: the Kafka error and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::OffsetOutOfRange { .. } => ApiError::new(ErrorCode::OffsetOutOfRange, e.to_string()),
+            other => {
+                tracing::error!(error = %other, "storage error");
+                ApiError::new(ErrorCode::KafkaStorageError, other.to_string())
+            }
+        }
+    }
+}
+
+/// One partition: its log and its high watermark.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    log: Mutex<PartitionLog>,
+    high_watermark: watch::Sender<i64>,
+    /// Bumped whenever any HW moves; long-polling fetches wait on it.
+    arrivals: Arc<watch::Sender<u64>>,
+    flush_queued: AtomicBool,
+    max_message_bytes: AtomicI64,
+    flusher: Option<Flusher>,
+}
+
+impl Partition {
+    fn log(&self) -> MutexGuard<'_, PartitionLog> {
+        // A poisoned lock means a panic mid-append; the log itself is consistent on disk
+        // (recovery would rescan it), so keep serving rather than cascade the panic.
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends validated batches; with `flush_policy = "always"` queues a group fsync.
+    pub fn append(self: &Arc<Self>, batches: &mut [u8]) -> Result<AppendInfo, ApiError> {
+        let info = self.log().append(batches, crate::now_ms())?;
+        match &self.flusher {
+            Some(flusher) => {
+                if !self.flush_queued.swap(true, Ordering::AcqRel) {
+                    flusher.enqueue(Arc::clone(self));
+                }
+            }
+            None => self.advance_high_watermark(info.last_offset + 1),
+        }
+        Ok(info)
+    }
+
+    /// Called by the flusher: takes the file to fsync and the LEO it covers.
+    pub(crate) fn take_flush_target(&self) -> (Arc<File>, i64) {
+        self.flush_queued.store(false, Ordering::Release);
+        self.log().flush_target()
+    }
+
+    /// Called by the flusher after the fsync of [`Partition::take_flush_target`].
+    pub(crate) fn flushed(&self, offset: i64) {
+        self.log().mark_flushed(offset);
+        self.advance_high_watermark(offset);
+    }
+
+    fn advance_high_watermark(&self, offset: i64) {
+        let moved = self.high_watermark.send_if_modified(|hw| {
+            if offset > *hw {
+                *hw = offset;
+                true
+            } else {
+                false
+            }
+        });
+        if moved {
+            self.arrivals.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    /// Resolves once the HW passes `offset` (the record at `offset` is durable and visible).
+    pub async fn wait_for_high_watermark(&self, offset: i64) {
+        let mut rx = self.high_watermark.subscribe();
+        let _ = rx.wait_for(|&hw| hw > offset).await;
+    }
+
+    /// Reads whole batches below the HW.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(ReadResult, i64), ApiError> {
+        let hw = self.high_watermark();
+        let log = self.log();
+        if offset > hw && offset <= log.log_end_offset() {
+            // Written but not yet visible: nothing to return yet, not an error.
+            return Ok((
+                ReadResult {
+                    records: Default::default(),
+                    log_start_offset: log.log_start_offset(),
+                    log_end_offset: log.log_end_offset(),
+                },
+                hw,
+            ));
+        }
+        Ok((log.read(offset, max_bytes, hw)?, hw))
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log().log_start_offset()
+    }
+
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, ApiError> {
+        let hw = self.high_watermark();
+        Ok(self
+            .log()
+            .offset_for_timestamp(timestamp)?
+            .filter(|&(offset, _)| offset < hw))
+    }
+
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, ApiError> {
+        Ok(self.log().max_timestamp_offset()?)
+    }
+
+    pub fn max_message_bytes(&self) -> i64 {
+        self.max_message_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Fsyncs now (interval policy, shutdown).
+    pub fn flush(&self) -> Result<(), LogError> {
+        let offset = {
+            let mut log = self.log();
+            log.flush()?;
+            log.log_end_offset()
+        };
+        self.advance_high_watermark(offset);
+        Ok(())
+    }
+
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        self.log().apply_retention(now_ms)
+    }
+
+    fn close(&self) -> Result<(), LogError> {
+        self.log().close()
+    }
+
+    fn set_topic_configs(&self, configs: &TopicConfigs<'_>) {
+        self.log().set_config(configs.log_config());
+        self.max_message_bytes
+            .store(configs.max_message_bytes(), Ordering::Relaxed);
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.log().size_bytes()
+    }
+}
+
+/// A topic as currently known; replaced whole when its metadata changes.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<Arc<Partition>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct Topics {
+    by_name: HashMap<String, Arc<Topic>>,
+    by_id: HashMap<Uuid, String>,
+}
+
+/// All partitions of the broker.
+#[derive(Debug)]
+pub struct Broker {
+    pub config: BrokerConfig,
+    store: TopicStore,
+    topics: RwLock<Topics>,
+    /// Serializes topic metadata changes.
+    admin: Mutex<()>,
+    arrivals: Arc<watch::Sender<u64>>,
+    flusher: Option<Flusher>,
+    data_dir: PathBuf,
+    _lock: File,
+}
+
+impl Broker {
+    /// Opens the data directory: takes its lock, loads topics, recovers logs.
+    ///
+    /// Without the clean-shutdown marker, every partition's active segment is rescanned
+    /// and its torn tail truncated. The marker is removed before any new write.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, OpenError> {
+        let data_dir = config.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|e| OpenError::Io(data_dir.clone(), e))?;
+        let lock_path = data_dir.join(LOCK_FILE);
+        let lock = File::create(&lock_path).map_err(|e| OpenError::Io(lock_path.clone(), e))?;
+        lock.try_lock()
+            .map_err(|_| OpenError::Locked(data_dir.clone()))?;
+        let marker = data_dir.join(CLEAN_SHUTDOWN_MARKER);
+        // A data directory without topic metadata is new: nothing to recover.
+        let fresh = !data_dir.join("__topics").exists();
+        let clean = fresh || marker.exists();
+        let store = TopicStore::open(&data_dir)?;
+        let metas = store.load_all()?;
+        store.remove_orphans(&metas)?;
+        let arrivals = Arc::new(watch::channel(0u64).0);
+        let flusher = (config.flush_policy == FlushPolicy::Always).then(Flusher::start);
+        let broker = Self {
+            config,
+            store,
+            topics: RwLock::new(Topics::default()),
+            admin: Mutex::new(()),
+            arrivals,
+            flusher,
+            data_dir: data_dir.clone(),
+            _lock: lock,
+        };
+        let started = std::time::Instant::now();
+        let mut rescanned = 0;
+        let mut truncated = 0;
+        for meta in metas {
+            let mut partitions = Vec::new();
+            for index in 0..meta.partitions {
+                let (p, info) = broker.open_partition(&meta, index, clean)?;
+                rescanned += info.segments_rescanned;
+                truncated += info.bytes_truncated;
+                partitions.push(p);
+            }
+            broker.install(Topic {
+                name: meta.name.clone(),
+                id: meta.id,
+                partitions,
+                configs: meta.configs,
+            });
+        }
+        if marker.exists() {
+            std::fs::remove_file(&marker).map_err(|e| OpenError::Io(marker.clone(), e))?;
+            exacta_log::sync_dir(&data_dir)?;
+        }
+        tracing::info!(
+            clean_shutdown = clean,
+            topics = broker.topics().len(),
+            segments_rescanned = rescanned,
+            bytes_truncated = truncated,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "storage recovered"
+        );
+        Ok(Arc::new(broker))
+    }
+
+    fn open_partition(
+        &self,
+        meta: &TopicMetadata,
+        index: i32,
+        clean: bool,
+    ) -> Result<(Arc<Partition>, exacta_log::log::RecoveryInfo), LogError> {
+        let configs = TopicConfigs {
+            overrides: &meta.configs,
+            broker: &self.config,
+        };
+        let dir = self.store.partition_dir(&meta.name, index);
+        let (log, info) = PartitionLog::open(&dir, configs.log_config(), clean)?;
+        let hw = log.log_end_offset();
+        Ok((
+            Arc::new(Partition {
+                topic: meta.name.clone(),
+                index,
+                log: Mutex::new(log),
+                high_watermark: watch::channel(hw).0,
+                arrivals: Arc::clone(&self.arrivals),
+                flush_queued: AtomicBool::new(false),
+                max_message_bytes: AtomicI64::new(configs.max_message_bytes()),
+                flusher: self.flusher.clone(),
+            }),
+            info,
+        ))
+    }
+
+    fn install(&self, topic: Topic) -> Arc<Topic> {
+        let topic = Arc::new(topic);
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        topics.by_id.insert(topic.id, topic.name.clone());
+        topics.by_name.insert(topic.name.clone(), Arc::clone(&topic));
+        topic
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics.by_name.get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics.by_id.get(&id).and_then(|n| topics.by_name.get(n)).cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = topics.by_name.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let topic = self.topic(topic)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i).cloned())
+    }
+
+    /// A receiver that sees a change whenever any high watermark moves.
+    pub fn subscribe_arrivals(&self) -> watch::Receiver<u64> {
+        self.arrivals.subscribe()
+    }
+
+    fn admin_lock(&self) -> MutexGuard<'_, ()> {
+        self.admin.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a topic (or only checks that it could be created).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, ApiError> {
+        validate_topic_name(name).map_err(|m| ApiError::new(ErrorCode::InvalidTopicException, m))?;
+        if partitions < 1 || partitions > self.config.partitions_max_per_topic {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!(
+                    "number of partitions must be in 1..={}, got {partitions}",
+                    self.config.partitions_max_per_topic
+                ),
+            ));
+        }
+        for (k, v) in &configs {
+            validate_topic_config(k, v).map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
+        }
+        let _admin = self.admin_lock();
+        if self.topic(name).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        // Kafka forbids topics whose names differ only by '.' versus '_' (metric names collide).
+        let normalized = name.replace('.', "_");
+        if let Some(other) = self
+            .topics()
+            .iter()
+            .find(|t| t.name.replace('.', "_") == normalized)
+        {
+            return Err(ApiError::new(
+                ErrorCode::InvalidTopicException,
+                format!("topic '{name}' collides with existing topic '{}'", other.name),
+            ));
+        }
+        let meta = TopicMetadata {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions,
+            configs,
+        };
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: meta.name,
+                id: meta.id,
+                partitions: Vec::new(),
+                configs: meta.configs,
+            }));
+        }
+        let mut opened = Vec::new();
+        for index in 0..partitions {
+            opened.push(self.open_partition(&meta, index, true)?.0);
+        }
+        exacta_log::sync_dir(&self.data_dir)?;
+        self.store.save(&meta)?;
+        tracing::info!(topic = name, partitions, id = %meta.id, "created topic");
+        Ok(self.install(Topic {
+            name: meta.name,
+            id: meta.id,
+            partitions: opened,
+            configs: meta.configs,
+        }))
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
+        let _admin = self.admin_lock();
+        let topic = self.topic(name).ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic '{name}'"))
+        })?;
+        {
+            let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+            topics.by_name.remove(name);
+            topics.by_id.remove(&topic.id);
+        }
+        self.store.remove(&TopicMetadata {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions.len() as i32,
+            configs: topic.configs.clone(),
+        })?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic)
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), ApiError> {
+        let _admin = self.admin_lock();
+        let topic = self.topic(name).ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic '{name}'"))
+        })?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("topic '{name}' has {current} partitions; the new count {count} must be larger"),
+            ));
+        }
+        if count > self.config.partitions_max_per_topic {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPartitions,
+                format!("at most {} partitions per topic", self.config.partitions_max_per_topic),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let meta = TopicMetadata {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: count,
+            configs: topic.configs.clone(),
+        };
+        let mut partitions = topic.partitions.clone();
+        for index in current..count {
+            partitions.push(self.open_partition(&meta, index, true)?.0);
+        }
+        exacta_log::sync_dir(&self.data_dir)?;
+        self.store.save(&meta)?;
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        self.install(Topic {
+            name: meta.name,
+            id: meta.id,
+            partitions,
+            configs: meta.configs,
+        });
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides after validating every value.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        edit: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), ApiError>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let _admin = self.admin_lock();
+        let topic = self.topic(name).ok_or_else(|| {
+            ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic '{name}'"))
+        })?;
+        let mut configs = topic.configs.clone();
+        edit(&mut configs)?;
+        for (k, v) in &configs {
+            validate_topic_config(k, v).map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let meta = TopicMetadata {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions.len() as i32,
+            configs,
+        };
+        self.store.save(&meta)?;
+        let resolved = TopicConfigs {
+            overrides: &meta.configs,
+            broker: &self.config,
+        };
+        for p in &topic.partitions {
+            p.set_topic_configs(&resolved);
+        }
+        tracing::info!(topic = name, configs = ?meta.configs, "altered topic configs");
+        self.install(Topic {
+            name: meta.name,
+            id: meta.id,
+            partitions: topic.partitions.clone(),
+            configs: meta.configs,
+        });
+        Ok(())
+    }
+
+    /// Fsyncs every partition (interval flush policy).
+    pub fn flush_all(&self) {
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.flush() {
+                    crate::flusher::fatal_fsync_error(&e);
+                }
+            }
+        }
+    }
+
+    /// Applies retention to every partition; returns the number of segments deleted.
+    pub fn apply_retention(&self) -> usize {
+        let now = crate::now_ms();
+        let mut deleted = 0;
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                match p.apply_retention(now) {
+                    Ok(n) => deleted += n,
+                    Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Clean shutdown: stops the flusher, seals every log, then writes the marker.
+    pub fn close(&self) -> Result<(), LogError> {
+        if let Some(f) = &self.flusher {
+            f.stop();
+        }
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                p.close()?;
+            }
+        }
+        exacta_log::write_atomically(&self.data_dir.join(CLEAN_SHUTDOWN_MARKER), b"clean\n")?;
+        tracing::info!(data_dir = %self.data_dir.display(), "storage closed cleanly");
+        Ok(())
+    }
+}
+
+/// Errors opening the data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("data directory {0} is in use by another broker")]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Log(#[from] exacta_log::LogError),
+}

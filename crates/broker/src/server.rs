@@ -1,0 +1,273 @@
+//! The network side: accept connections, read frames, answer in order.
+//!
+//! Per connection, a reader decodes each request and dispatches it at once (so appends
+//! from one producer happen in the order sent) and queues its [`Reply`] future; a writer
+//! awaits the replies in order and writes them back. Up to `in_flight_requests_max`
+//! replies may be pending, which lets a pipelining producer's acks=all batches share one
+//! fsync. A frame that is oversized, malformed or of an unknown API closes that
+//! connection only, with a warning.
+//!
+//! Shutdown (SIGTERM/SIGINT): stop accepting, stop reading new requests, let in-flight
+//! replies finish (bounded by `shutdown_timeout_ms`), seal the logs, write the
+//! clean-shutdown marker.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use exacta_wire::frame::{decode_request, DecodeError};
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::{BrokerConfig, FlushPolicy};
+use crate::handlers::{api_versions, dispatch, Reply};
+use crate::partitions::{Broker, OpenError};
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("binding {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("opening storage: {0}")]
+    Open(#[from] OpenError),
+    #[error("closing storage: {0}")]
+    Close(#[from] exacta_log::LogError),
+}
+
+/// A bound, recovered broker, ready to serve.
+pub struct Server {
+    broker: Arc<Broker>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Binds the listener, then opens and recovers the data directory. With port 0 and no
+    /// advertised listener, the bound address is advertised.
+    pub async fn bind(mut config: BrokerConfig) -> Result<Self, ServerError> {
+        config.validate()?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                address: config.listen.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| ServerError::Bind {
+            address: config.listen.clone(),
+            source,
+        })?;
+        if config.advertised_listener.is_none() {
+            config.advertised_listener = Some(local.to_string());
+        }
+        let broker = tokio::task::block_in_place(|| Broker::open(config))?;
+        Ok(Self { broker, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
+        let Server { broker, listener } = self;
+        let addr = listener.local_addr().ok();
+        tracing::info!(
+            listen = ?addr,
+            advertised = broker.config.advertised(),
+            data_dir = %broker.config.data_dir.display(),
+            flush_policy = ?broker.config.flush_policy,
+            "exacta listening on {}",
+            addr.map(|a| a.to_string()).unwrap_or_default()
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut background = JoinSet::new();
+        background.spawn(retention_loop(Arc::clone(&broker)));
+        if broker.config.flush_policy == FlushPolicy::Interval {
+            background.spawn(flush_loop(Arc::clone(&broker)));
+        }
+        let connections_open = Arc::new(AtomicUsize::new(0));
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        if connections_open.load(Ordering::Acquire) >= broker.config.connections_max {
+                            tracing::warn!(%peer, limit = broker.config.connections_max, "connection limit reached; closing new connection");
+                            drop(stream);
+                            continue;
+                        }
+                        connections_open.fetch_add(1, Ordering::AcqRel);
+                        let broker = Arc::clone(&broker);
+                        let stop = stop_rx.clone();
+                        let open = Arc::clone(&connections_open);
+                        connections.spawn(async move {
+                            serve_connection(stream, peer, broker, stop).await;
+                            open.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        tracing::info!(connections = connections.len(), "shutting down: draining in-flight requests");
+        drop(listener);
+        let _ = stop_tx.send(true);
+        let timeout = Duration::from_millis(broker.config.shutdown_timeout_ms);
+        if tokio::time::timeout(timeout, async { while connections.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!("in-flight requests did not finish in time; closing anyway");
+            connections.abort_all();
+        }
+        background.abort_all();
+        let closing = Arc::clone(&broker);
+        tokio::task::spawn_blocking(move || closing.close())
+            .await
+            .map_err(|e| ServerError::Close(exacta_log::LogError::Io {
+                action: "join close task",
+                path: Default::default(),
+                source: std::io::Error::other(e.to_string()),
+            }))??;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+async fn retention_loop(broker: Arc<Broker>) {
+    let mut every = tokio::time::interval(Duration::from_millis(broker.config.retention_check_interval_ms.max(10)));
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let b = Arc::clone(&broker);
+        if let Ok(deleted) = tokio::task::spawn_blocking(move || b.apply_retention()).await {
+            if deleted > 0 {
+                tracing::info!(segments = deleted, "retention deleted segments");
+            }
+        }
+    }
+}
+
+async fn flush_loop(broker: Arc<Broker>) {
+    let mut every = tokio::time::interval(Duration::from_millis(broker.config.flush_interval_ms));
+    loop {
+        every.tick().await;
+        let b = Arc::clone(&broker);
+        let _ = tokio::task::spawn_blocking(move || b.flush_all()).await;
+    }
+}
+
+/// Why a connection's frame could not be read.
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error("frame size {size} is outside 0..={max} (frame_bytes_max)")]
+    Size { size: i64, max: u32 },
+    #[error("reading: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one size-prefixed frame; `None` at a clean end of stream.
+async fn read_frame(
+    reader: &mut tokio::net::tcp::OwnedReadHalf,
+    max: u32,
+) -> Result<Option<Bytes>, FrameError> {
+    let mut prefix = [0u8; 4];
+    match reader.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let size = i32::from_be_bytes(prefix);
+    if size < 0 || size as u32 > max {
+        return Err(FrameError::Size {
+            size: i64::from(size),
+            max,
+        });
+    }
+    let mut buf = BytesMut::zeroed(size as usize);
+    reader.read_exact(&mut buf).await?;
+    Ok(Some(buf.freeze()))
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Reply>(broker.config.in_flight_requests_max);
+    let writer = tokio::spawn(async move {
+        let mut writer = BufWriter::with_capacity(64 << 10, writer);
+        while let Some(reply) = rx.recv().await {
+            match reply.await {
+                Ok(Some(bytes)) => {
+                    if writer.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "closing connection: could not encode a response");
+                    break;
+                }
+            }
+            if rx.is_empty() && writer.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.flush().await;
+        let _ = writer.shutdown().await;
+    });
+    let max = broker.config.frame_bytes_max;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            frame = read_frame(&mut reader, max) => frame,
+        };
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection");
+                break;
+            }
+        };
+        let reply: Reply = match decode_request(frame) {
+            Ok((header, request)) => dispatch(&broker, &header, request),
+            Err(DecodeError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                version,
+                correlation_id,
+            }) => {
+                tracing::debug!(%peer, version, "ApiVersions at an unserved version; answering v0");
+                Box::pin(std::future::ready(api_versions::unsupported_version(correlation_id).map(Some)))
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection: bad request");
+                break;
+            }
+        };
+        if tx.send(reply).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}

@@ -1,0 +1,31 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import Broker  # noqa: E402
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Broker(tmp_path / "data").start()
+    yield b
+    if b.alive():
+        b.kill9()
+
+
+@pytest.fixture
+def make_broker(tmp_path):
+    """Factory for brokers with a custom TOML config."""
+    made = []
+
+    def make(config="", name="data"):
+        b = Broker(tmp_path / name, config=config).start()
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        if b.alive():
+            b.kill9()

@@ -1,0 +1,167 @@
+"""Wire-level behaviour: ApiVersions negotiation and bad input, with raw frames."""
+
+import os
+import random
+import struct
+
+from harness import (build_batch, connect, frame, is_closed, kstr, parse_api_versions_v0,
+                     parse_produce_v3, produce_v3, roundtrip)
+
+API_VERSIONS, METADATA, PRODUCE, CREATE_TOPICS = 18, 3, 0, 19
+
+
+def api_versions(sock, version=0, correlation_id=1):
+    return roundtrip(sock, frame(API_VERSIONS, version, correlation_id, b""))
+
+
+def create_topic(broker, name, partitions=1, config=None):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])
+    futures[name].result(10)
+
+
+def test_api_versions_v0_lists_every_served_api(broker):
+    s = connect(broker)
+    cid, body = api_versions(s, 0, 42)
+    assert cid == 42
+    error, ranges = parse_api_versions_v0(body)
+    assert error == 0
+    assert ranges[API_VERSIONS] == (0, 4)
+    assert ranges[PRODUCE][0] <= 3 <= ranges[PRODUCE][1]
+    assert ranges[1][0] <= 4  # Fetch v4 (librdkafka's floor for read_committed)
+    for unimplemented in (8, 9, 11, 22):  # groups and idempotence arrive in later issues
+        assert unimplemented not in ranges
+
+
+def test_api_versions_at_unknown_version_answers_v0_with_error_and_ranges(broker):
+    s = connect(broker)
+    # A flexible-header request at a version we do not serve, as a newer client sends it.
+    cid, body = roundtrip(s, frame(API_VERSIONS, 9, 7, b"\x00\x00\x00", flexible=True))
+    assert cid == 7
+    error, ranges = parse_api_versions_v0(body)
+    assert error == 35  # UNSUPPORTED_VERSION
+    assert ranges[API_VERSIONS] == (0, 4)
+    # The client retries at v0 on the same connection, which stays open.
+    _, body = api_versions(s, 0, 8)
+    assert parse_api_versions_v0(body)[0] == 0
+
+
+def assert_still_serving(broker):
+    s = connect(broker)
+    _, body = api_versions(s)
+    assert parse_api_versions_v0(body)[0] == 0
+    assert broker.alive()
+
+
+def test_oversized_and_negative_frames_close_only_that_connection(broker):
+    bystander = connect(broker)
+    for size in (200 * 1024 * 1024, -5):
+        s = connect(broker)
+        s.sendall(struct.pack(">i", size))
+        assert is_closed(s)
+    _, body = api_versions(bystander)
+    assert parse_api_versions_v0(body)[0] == 0
+    assert "closing connection" in broker.log()
+
+
+def test_unknown_api_key_and_version_close_the_connection(broker):
+    s = connect(broker)
+    s.sendall(frame(999, 0, 1, b""))
+    assert is_closed(s)
+    s = connect(broker)
+    s.sendall(frame(METADATA, 99, 1, b""))
+    assert is_closed(s)
+    assert_still_serving(broker)
+
+
+def test_malformed_bodies_close_the_connection_without_harm(broker):
+    s = connect(broker)
+    # Metadata v1 claiming 5 topic names but carrying none.
+    s.sendall(frame(METADATA, 1, 1, struct.pack(">i", 5)))
+    assert is_closed(s)
+    # Array counts near i32::MAX in a tiny frame must not make the broker allocate them.
+    for key, version, body in [(METADATA, 0, struct.pack(">i", 0x7FFFFFF0)),
+                               (PRODUCE, 3, kstr(None) + struct.pack(">hii", 1, 1000, 0x7FFFFFF0)),
+                               (METADATA, 9, b"\xff\xff\xff\xff\x07")]:
+        s = connect(broker)
+        s.sendall(frame(key, version, 1, body, flexible=version >= 9))
+        assert is_closed(s)
+    assert broker.alive()
+    rng = random.Random(1234)
+    for i in range(1000):
+        s = connect(broker)
+        key = rng.choice([0, 1, 2, 3, 18, 19, 20, 32, 37, 44, 60, rng.randrange(-5, 100)])
+        version = rng.randrange(-1, 14)
+        body = os.urandom(rng.randrange(0, 200))
+        try:
+            s.sendall(frame(key, version, i, body, flexible=rng.random() < 0.5))
+            s.settimeout(5)
+            s.recv(65536)  # an answer or a close; either is fine, a hang is not
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        s.close()
+    assert_still_serving(broker)
+
+
+def test_corrupt_and_invalid_batches_get_kafka_errors_and_change_nothing(broker):
+    create_topic(broker, "bad-batches", partitions=1)
+    s = connect(broker)
+    good = build_batch([b"a", b"b", b"c"])
+
+    def produce(records, partition=0, acks=-1, topic="bad-batches"):
+        _, body = roundtrip(s, frame(PRODUCE, 3, 1, produce_v3(topic, partition, records, acks)))
+        (result,) = parse_produce_v3(body)
+        return result[2], result[3]
+
+    corrupt = bytearray(good)
+    corrupt[-1] ^= 0xFF  # breaks the CRC
+    assert produce(bytes(corrupt)) == (2, -1)  # CORRUPT_MESSAGE
+    assert produce(good[:-3])[0] == 2  # truncated batch
+    old_magic = bytearray(good)
+    old_magic[16] = 1
+    assert produce(bytes(old_magic))[0] == 87  # INVALID_RECORD
+    assert produce(good, partition=7)[0] == 3  # UNKNOWN_TOPIC_OR_PARTITION
+    assert produce(good, topic="no-such-topic")[0] == 3
+    assert produce(good, acks=2)[0] == 21  # INVALID_REQUIRED_ACKS
+    big = build_batch([os.urandom(1100 * 1024)])
+    assert produce(big)[0] == 10  # MESSAGE_TOO_LARGE
+    # Nothing above was appended: the first good batch lands at offset 0.
+    assert produce(good) == (0, 0)
+    assert produce(good) == (0, 3)
+
+
+def test_invalid_topic_names_and_partition_counts_are_refused(broker):
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import InvalidPartitionsError, InvalidTopicError, TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    for name in ["bad name", "a/b", "x" * 250, ".", ".."]:
+        try:
+            admin.create_topics([NewTopic(name, 1, 1)])
+            raise AssertionError(f"{name!r} was accepted")
+        except InvalidTopicError:
+            pass
+    try:
+        admin.create_topics([NewTopic("zero-partitions", 0, 1)])
+        raise AssertionError("0 partitions accepted")
+    except InvalidPartitionsError:
+        pass
+    admin.create_topics([NewTopic("twice", 2, 1)])
+    try:
+        admin.create_topics([NewTopic("twice", 2, 1)])
+        raise AssertionError("duplicate accepted")
+    except TopicAlreadyExistsError:
+        pass
+    assert "twice" in admin.list_topics()
+    assert "zero-partitions" not in admin.list_topics()
+    admin.close()
+
+
+def test_metadata_does_not_auto_create_invalid_names(broker):
+    s = connect(broker)
+    body = struct.pack(">i", 1) + kstr("bad name!") + b"\x01"  # Metadata v4 allow_auto_topic_creation
+    _, resp = roundtrip(s, frame(METADATA, 4, 3, body))
+    assert b"bad name!" in resp
+    assert not (broker.data_dir / "bad name!-0").exists()

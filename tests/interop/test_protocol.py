@@ -29,7 +29,8 @@ def test_api_versions_v0_lists_every_served_api(broker):
     error, ranges = parse_api_versions_v0(body)
     assert error == 0
     assert ranges[API_VERSIONS] == (0, 4)
-    assert ranges[PRODUCE][0] <= 3 <= ranges[PRODUCE][1]
+    # Produce advertised from v0 like Kafka 4.0 (KAFKA-18659), served from v3.
+    assert ranges[PRODUCE][0] == 0 and ranges[PRODUCE][1] >= 3
     assert ranges[1][0] <= 4  # Fetch v4 (librdkafka's floor for read_committed)
     for unimplemented in (8, 9, 11, 22):  # groups and idempotence arrive in later issues
         assert unimplemented not in ranges
@@ -72,6 +73,10 @@ def test_unknown_api_key_and_version_close_the_connection(broker):
     assert is_closed(s)
     s = connect(broker)
     s.sendall(frame(METADATA, 99, 1, b""))
+    assert is_closed(s)
+    # Produce v2 is advertised (for librdkafka's codec check) but not served.
+    s = connect(broker)
+    s.sendall(frame(PRODUCE, 2, 1, produce_v3("t", 0, build_batch([b"x"]))))
     assert is_closed(s)
     assert_still_serving(broker)
 

@@ -12,15 +12,32 @@ pub struct ApiRange {
     pub key: ApiKey,
     pub min: i16,
     pub max: i16,
+    /// The minimum told to clients in ApiVersions; below `min` only for Produce (see
+    /// [`PRODUCE_ADVERTISED_MIN`]).
+    pub advertised_min: i16,
 }
 
 const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
-    ApiRange { key, min, max }
+    ApiRange {
+        key,
+        min,
+        max,
+        advertised_min: min,
+    }
 }
+
+/// Produce is advertised from v0 although only v3+ (magic 2 batches) is served, exactly
+/// as Kafka 4.0 does (KAFKA-18659): librdkafka up to 2.11 disables gzip, snappy and lz4
+/// unless the advertised Produce range includes v0. Clients pick the highest common
+/// version, so none sends v0-v2; one that did would have its connection closed.
+pub const PRODUCE_ADVERTISED_MIN: i16 = 0;
 
 /// Every API the broker answers, in ApiKey order.
 pub const SUPPORTED: &[ApiRange] = &[
-    range(ApiKey::Produce, 3, 11),
+    ApiRange {
+        advertised_min: PRODUCE_ADVERTISED_MIN,
+        ..range(ApiKey::Produce, 3, 11)
+    },
     range(ApiKey::Fetch, 4, 16),
     range(ApiKey::ListOffsets, 1, 7),
     range(ApiKey::Metadata, 0, 12),

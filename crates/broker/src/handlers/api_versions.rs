@@ -17,7 +17,7 @@ pub fn handle(_version: i16) -> ApiVersionsResponse {
         .map(|r| {
             ApiVersion::default()
                 .with_api_key(r.key as i16)
-                .with_min_version(r.min)
+                .with_min_version(r.advertised_min)
                 .with_max_version(r.max)
         })
         .collect();

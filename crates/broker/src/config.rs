@@ -122,13 +122,22 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.num_partitions < 1 || self.num_partitions > self.partitions_max_per_topic {
-            return bad(format!("num_partitions {} out of range", self.num_partitions));
+            return bad(format!(
+                "num_partitions {} out of range",
+                self.num_partitions
+            ));
         }
         if self.segment_bytes < 1024 || self.segment_bytes > i32::MAX as u64 {
-            return bad(format!("segment_bytes {} must be in 1024..=2147483647", self.segment_bytes));
+            return bad(format!(
+                "segment_bytes {} must be in 1024..=2147483647",
+                self.segment_bytes
+            ));
         }
         if self.message_max_bytes < 64 {
-            return bad(format!("message_max_bytes {} is too small", self.message_max_bytes));
+            return bad(format!(
+                "message_max_bytes {} is too small",
+                self.message_max_bytes
+            ));
         }
         if (self.frame_bytes_max as i64) < self.message_max_bytes as i64 {
             return bad("frame_bytes_max must be at least message_max_bytes".into());
@@ -137,7 +146,9 @@ impl BrokerConfig {
             return bad("in_flight_requests_max and connections_max must be positive".into());
         }
         if self.flush_policy == FlushPolicy::Interval && self.flush_interval_ms == 0 {
-            return bad("flush_interval_ms must be positive with flush_policy = \"interval\"".into());
+            return bad(
+                "flush_interval_ms must be positive with flush_policy = \"interval\"".into(),
+            );
         }
         crate::advertised_host_port(self.advertised()).map_err(ConfigError::Invalid)?;
         Ok(())

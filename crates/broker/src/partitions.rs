@@ -45,7 +45,9 @@ impl ApiError {
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::OffsetOutOfRange { .. } => ApiError::new(ErrorCode::OffsetOutOfRange, e.to_string()),
+            LogError::OffsetOutOfRange { .. } => {
+                ApiError::new(ErrorCode::OffsetOutOfRange, e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "storage error");
                 ApiError::new(ErrorCode::KafkaStorageError, other.to_string())
@@ -318,7 +320,9 @@ impl Broker {
         let topic = Arc::new(topic);
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         topics.by_id.insert(topic.id, topic.name.clone());
-        topics.by_name.insert(topic.name.clone(), Arc::clone(&topic));
+        topics
+            .by_name
+            .insert(topic.name.clone(), Arc::clone(&topic));
         topic
     }
 
@@ -329,7 +333,11 @@ impl Broker {
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
-        topics.by_id.get(&id).and_then(|n| topics.by_name.get(n)).cloned()
+        topics
+            .by_id
+            .get(&id)
+            .and_then(|n| topics.by_name.get(n))
+            .cloned()
     }
 
     /// Every topic, sorted by name.
@@ -364,7 +372,8 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, ApiError> {
-        validate_topic_name(name).map_err(|m| ApiError::new(ErrorCode::InvalidTopicException, m))?;
+        validate_topic_name(name)
+            .map_err(|m| ApiError::new(ErrorCode::InvalidTopicException, m))?;
         if partitions < 1 || partitions > self.config.partitions_max_per_topic {
             return Err(ApiError::new(
                 ErrorCode::InvalidPartitions,
@@ -393,7 +402,10 @@ impl Broker {
         {
             return Err(ApiError::new(
                 ErrorCode::InvalidTopicException,
-                format!("topic '{name}' collides with existing topic '{}'", other.name),
+                format!(
+                    "topic '{name}' collides with existing topic '{}'",
+                    other.name
+                ),
             ));
         }
         let meta = TopicMetadata {
@@ -429,7 +441,10 @@ impl Broker {
     pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
         let _admin = self.admin_lock();
         let topic = self.topic(name).ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic '{name}'"))
+            ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic '{name}'"),
+            )
         })?;
         {
             let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
@@ -447,22 +462,35 @@ impl Broker {
     }
 
     /// Grows a topic to `count` partitions.
-    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), ApiError> {
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
         let _admin = self.admin_lock();
         let topic = self.topic(name).ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic '{name}'"))
+            ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic '{name}'"),
+            )
         })?;
         let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(ApiError::new(
                 ErrorCode::InvalidPartitions,
-                format!("topic '{name}' has {current} partitions; the new count {count} must be larger"),
+                format!(
+                    "topic '{name}' has {current} partitions; the new count {count} must be larger"
+                ),
             ));
         }
         if count > self.config.partitions_max_per_topic {
             return Err(ApiError::new(
                 ErrorCode::InvalidPartitions,
-                format!("at most {} partitions per topic", self.config.partitions_max_per_topic),
+                format!(
+                    "at most {} partitions per topic",
+                    self.config.partitions_max_per_topic
+                ),
             ));
         }
         if validate_only {
@@ -499,7 +527,10 @@ impl Broker {
     ) -> Result<(), ApiError> {
         let _admin = self.admin_lock();
         let topic = self.topic(name).ok_or_else(|| {
-            ApiError::new(ErrorCode::UnknownTopicOrPartition, format!("unknown topic '{name}'"))
+            ApiError::new(
+                ErrorCode::UnknownTopicOrPartition,
+                format!("unknown topic '{name}'"),
+            )
         })?;
         let mut configs = topic.configs.clone();
         edit(&mut configs)?;
@@ -552,7 +583,9 @@ impl Broker {
             for p in &topic.partitions {
                 match p.apply_retention(now) {
                     Ok(n) => deleted += n,
-                    Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
+                    Err(e) => {
+                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                    }
                 }
             }
         }

@@ -55,12 +55,13 @@ impl Server {
     /// advertised listener, the bound address is advertised.
     pub async fn bind(mut config: BrokerConfig) -> Result<Self, ServerError> {
         config.validate()?;
-        let listener = TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                address: config.listen.clone(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    address: config.listen.clone(),
+                    source,
+                })?;
         let local = listener.local_addr().map_err(|source| ServerError::Bind {
             address: config.listen.clone(),
             source,
@@ -81,7 +82,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully.
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
         let Server { broker, listener } = self;
         let addr = listener.local_addr().ok();
         tracing::info!(
@@ -128,13 +132,18 @@ impl Server {
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
-        tracing::info!(connections = connections.len(), "shutting down: draining in-flight requests");
+        tracing::info!(
+            connections = connections.len(),
+            "shutting down: draining in-flight requests"
+        );
         drop(listener);
         let _ = stop_tx.send(true);
         let timeout = Duration::from_millis(broker.config.shutdown_timeout_ms);
-        if tokio::time::timeout(timeout, async { while connections.join_next().await.is_some() {} })
-            .await
-            .is_err()
+        if tokio::time::timeout(timeout, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
         {
             tracing::warn!("in-flight requests did not finish in time; closing anyway");
             connections.abort_all();
@@ -143,18 +152,22 @@ impl Server {
         let closing = Arc::clone(&broker);
         tokio::task::spawn_blocking(move || closing.close())
             .await
-            .map_err(|e| ServerError::Close(exacta_log::LogError::Io {
-                action: "join close task",
-                path: Default::default(),
-                source: std::io::Error::other(e.to_string()),
-            }))??;
+            .map_err(|e| {
+                ServerError::Close(exacta_log::LogError::Io {
+                    action: "join close task",
+                    path: Default::default(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })??;
         tracing::info!("shutdown complete");
         Ok(())
     }
 }
 
 async fn retention_loop(broker: Arc<Broker>) {
-    let mut every = tokio::time::interval(Duration::from_millis(broker.config.retention_check_interval_ms.max(10)));
+    let mut every = tokio::time::interval(Duration::from_millis(
+        broker.config.retention_check_interval_ms.max(10),
+    ));
     every.tick().await;
     loop {
         every.tick().await;
@@ -208,7 +221,12 @@ async fn read_frame(
     Ok(Some(buf.freeze()))
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    mut stop: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Reply>(broker.config.in_flight_requests_max);
@@ -257,7 +275,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, broker: Arc<Broke
                 correlation_id,
             }) => {
                 tracing::debug!(%peer, version, "ApiVersions at an unserved version; answering v0");
-                Box::pin(std::future::ready(api_versions::unsupported_version(correlation_id).map(Some)))
+                Box::pin(std::future::ready(
+                    api_versions::unsupported_version(correlation_id).map(Some),
+                ))
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad request");

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use exacta_broker::{BrokerConfig, Server};
 
 #[derive(Parser)]
-#[command(name = "exacta", version, about = "Kafka-compatible event streaming with exactly-once processing")]
+#[command(
+    name = "exacta",
+    version,
+    about = "Kafka-compatible event streaming with exactly-once processing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,7 +76,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the tokio runtime")?;
     runtime.block_on(async {
         let server = Server::bind(config).await.context("starting the broker")?;
-        server.run(shutdown_signal()).await.context("running the broker")
+        server
+            .run(shutdown_signal())
+            .await
+            .context("running the broker")
     })
 }
 

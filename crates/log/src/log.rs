@@ -57,7 +57,11 @@ impl PartitionLog {
     /// batch's CRC is checked, a torn or corrupt tail is truncated and the indexes are
     /// rebuilt. Older segments are rescanned only if their index files are missing, which
     /// means they were never sealed.
-    pub fn open(dir: &Path, config: LogConfig, clean: bool) -> Result<(Self, RecoveryInfo), LogError> {
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        clean: bool,
+    ) -> Result<(Self, RecoveryInfo), LogError> {
         std::fs::create_dir_all(dir).map_err(LogError::io("create log directory", dir))?;
         let mut bases: Vec<i64> = std::fs::read_dir(dir)
             .map_err(LogError::io("list log directory", dir))?
@@ -177,7 +181,11 @@ impl PartitionLog {
     /// Seals the active segment (fsync, index files) and starts a new one at the LEO.
     pub fn roll(&mut self) -> Result<(), LogError> {
         self.active().seal()?;
-        let segment = LogSegment::create(&self.dir, self.next_offset, self.config.index_interval_bytes)?;
+        let segment = LogSegment::create(
+            &self.dir,
+            self.next_offset,
+            self.config.index_interval_bytes,
+        )?;
         crate::sync_dir(&self.dir)?;
         tracing::debug!(dir = %self.dir.display(), base_offset = self.next_offset, "rolled segment");
         self.segments.insert(self.next_offset, segment);
@@ -198,10 +206,16 @@ impl PartitionLog {
         let mut records = Bytes::new();
         // The segment holding `offset`, or the next one if it is past that segment's end
         // (an empty segment after a roll).
-        for (_, segment) in self.segments.range(..=offset).next_back().into_iter().chain(
-            self.segments.range(offset + 1..),
-        ) {
-            if let Some(bytes) = segment.read(offset.max(segment.base_offset()), max_bytes, upper)? {
+        for (_, segment) in self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .into_iter()
+            .chain(self.segments.range(offset + 1..))
+        {
+            if let Some(bytes) =
+                segment.read(offset.max(segment.base_offset()), max_bytes, upper)?
+            {
                 records = bytes;
                 break;
             }
@@ -333,10 +347,7 @@ impl PartitionLog {
         &self.config
     }
     pub fn log_start_offset(&self) -> i64 {
-        self.segments
-            .values()
-            .next()
-            .map_or(0, |s| s.base_offset())
+        self.segments.values().next().map_or(0, |s| s.base_offset())
     }
     pub fn log_end_offset(&self) -> i64 {
         self.next_offset
@@ -358,13 +369,17 @@ impl PartitionLog {
 /// (offset, timestamp) of every record in a batch, decompressing if needed.
 fn record_timestamps(batch: &Bytes) -> Result<Vec<(i64, i64)>, LogError> {
     let mut buf = batch.clone();
-    let set = exacta_wire::kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(|e| {
-        LogError::CorruptMetadata {
+    let set = exacta_wire::kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).map_err(
+        |e| LogError::CorruptMetadata {
             path: PathBuf::new(),
             reason: format!("decoding batch for timestamps: {e}"),
-        }
-    })?;
-    Ok(set.records.iter().map(|r| (r.offset, r.timestamp)).collect())
+        },
+    )?;
+    Ok(set
+        .records
+        .iter()
+        .map(|r| (r.offset, r.timestamp))
+        .collect())
 }
 
 /// Counts the whole batches in `buf` (test and tooling helper).

@@ -61,7 +61,11 @@ pub fn file_name(base_offset: i64, extension: &str) -> String {
 
 impl LogSegment {
     /// Creates an empty segment file.
-    pub fn create(dir: &Path, base_offset: i64, index_interval_bytes: u32) -> Result<Self, LogError> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<Self, LogError> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
             .read(true)
@@ -246,7 +250,8 @@ impl LogSegment {
         }
         if file_size > 0 {
             let head = self.read_at(0, BATCH_HEADER_LEN)?;
-            self.first_batch_timestamp = BatchHeader::parse_header(&head).map_or(-1, |h| h.max_timestamp);
+            self.first_batch_timestamp =
+                BatchHeader::parse_header(&head).map_or(-1, |h| h.max_timestamp);
         }
         Ok(true)
     }
@@ -301,7 +306,12 @@ impl LogSegment {
 
     /// Reads whole batches starting with the one holding `offset`, up to `max_bytes`
     /// (at least one batch even if it is larger), stopping before `upper` (exclusive).
-    pub fn read(&self, offset: i64, max_bytes: usize, upper: i64) -> Result<Option<Bytes>, LogError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<Option<Bytes>, LogError> {
         let Some(start) = self.find_position(offset)? else {
             return Ok(None);
         };
@@ -347,10 +357,11 @@ impl LogSegment {
         };
         while position < self.size {
             let head = self.read_at(position, BATCH_HEADER_LEN)?;
-            let header = BatchHeader::parse_header(&head).map_err(|e| LogError::CorruptMetadata {
-                path: self.path.clone(),
-                reason: format!("batch header at {position}: {e}"),
-            })?;
+            let header =
+                BatchHeader::parse_header(&head).map_err(|e| LogError::CorruptMetadata {
+                    path: self.path.clone(),
+                    reason: format!("batch header at {position}: {e}"),
+                })?;
             if header.last_offset() >= offset {
                 return Ok(Some(position));
             }
@@ -360,7 +371,10 @@ impl LogSegment {
     }
 
     /// Position of the first batch whose max timestamp is at least `timestamp`.
-    pub fn find_timestamp_position(&self, timestamp: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    pub fn find_timestamp_position(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         if self.max_timestamp < timestamp {
             return Ok(None);
         }
@@ -372,10 +386,11 @@ impl LogSegment {
         };
         while position < self.size {
             let head = self.read_at(position, BATCH_HEADER_LEN)?;
-            let header = BatchHeader::parse_header(&head).map_err(|e| LogError::CorruptMetadata {
-                path: self.path.clone(),
-                reason: format!("batch header at {position}: {e}"),
-            })?;
+            let header =
+                BatchHeader::parse_header(&head).map_err(|e| LogError::CorruptMetadata {
+                    path: self.path.clone(),
+                    reason: format!("batch header at {position}: {e}"),
+                })?;
             if header.max_timestamp >= timestamp {
                 return Ok(Some((position, header)));
             }

@@ -44,7 +44,9 @@ impl TopicStore {
     /// Every persisted topic.
     pub fn load_all(&self) -> Result<Vec<TopicMetadata>, LogError> {
         let mut topics = Vec::new();
-        for entry in std::fs::read_dir(&self.meta_dir).map_err(LogError::io("list", &self.meta_dir))? {
+        for entry in
+            std::fs::read_dir(&self.meta_dir).map_err(LogError::io("list", &self.meta_dir))?
+        {
             let path = entry.map_err(LogError::io("list", &self.meta_dir))?.path();
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
@@ -93,7 +95,9 @@ impl TopicStore {
             }
         }
         let mut removed = 0;
-        for entry in std::fs::read_dir(&self.data_dir).map_err(LogError::io("list", &self.data_dir))? {
+        for entry in
+            std::fs::read_dir(&self.data_dir).map_err(LogError::io("list", &self.data_dir))?
+        {
             let path = entry.map_err(LogError::io("list", &self.data_dir))?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;

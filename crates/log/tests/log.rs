@@ -46,7 +46,10 @@ fn append_assigns_consecutive_offsets_and_reads_back() {
     assert!(log.read(6, 1 << 20, 6).is_err());
     // Every batch read back still passes its CRC.
     for (at, h) in Batches::new(&log.read(0, 1 << 20, 5).unwrap().records) {
-        let _ = (at, BatchHeader::parse_and_verify(&log.read(h.base_offset, 1, 5).unwrap().records).unwrap());
+        let _ = (
+            at,
+            BatchHeader::parse_and_verify(&log.read(h.base_offset, 1, 5).unwrap().records).unwrap(),
+        );
     }
 }
 
@@ -96,7 +99,10 @@ fn clean_reopen_keeps_everything() {
     let (log, info) = PartitionLog::open(dir.path(), small_segments(), true).unwrap();
     assert_eq!(info.segments_rescanned, 0);
     assert_eq!(log.log_end_offset(), 90);
-    assert_eq!(offsets_in(&log.read(88, 1 << 20, 90).unwrap().records), vec![(87, 89)]);
+    assert_eq!(
+        offsets_in(&log.read(88, 1 << 20, 90).unwrap().records),
+        vec![(87, 89)]
+    );
 }
 
 #[test]
@@ -113,7 +119,10 @@ fn unclean_reopen_truncates_a_torn_tail() {
     }
     let full = std::fs::metadata(&active).unwrap().len();
     // Tear the last batch in half, as a power loss mid-write would.
-    let f = std::fs::OpenOptions::new().write(true).open(&active).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap();
     f.set_len(full - 50).unwrap();
     drop(f);
     let (mut log, info) = PartitionLog::open(dir.path(), LogConfig::default(), false).unwrap();
@@ -185,8 +194,14 @@ fn finds_offsets_by_timestamp() {
         log.append(&mut batch(3, T0 + 10 * i), T0).unwrap();
     }
     assert_eq!(log.offset_for_timestamp(T0).unwrap(), Some((0, T0)));
-    assert_eq!(log.offset_for_timestamp(T0 + 101).unwrap(), Some((31, T0 + 101)));
-    assert_eq!(log.offset_for_timestamp(T0 + 105).unwrap(), Some((33, T0 + 110)));
+    assert_eq!(
+        log.offset_for_timestamp(T0 + 101).unwrap(),
+        Some((31, T0 + 101))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(T0 + 105).unwrap(),
+        Some((33, T0 + 110))
+    );
     assert_eq!(log.offset_for_timestamp(T0 + 10_000).unwrap(), None);
     assert_eq!(log.max_timestamp_offset().unwrap(), Some((119, T0 + 392)));
 }
@@ -205,7 +220,10 @@ fn retention_by_size_and_time_deletes_old_segments() {
     assert!(deleted > 0 && log.segment_count() == before - deleted);
     assert!(log.size_bytes() as i64 <= 8192 + 4096);
     assert!(log.log_start_offset() > 0);
-    assert!(log.read(0, 100, 180).is_err(), "deleted offsets are out of range");
+    assert!(
+        log.read(0, 100, 180).is_err(),
+        "deleted offsets are out of range"
+    );
 
     let mut config = small_segments();
     config.retention_ms = 1000;
@@ -214,5 +232,10 @@ fn retention_by_size_and_time_deletes_old_segments() {
     log.apply_retention(T0 + 5000).unwrap();
     assert_eq!(log.segment_count(), 1);
     assert_eq!(log.log_start_offset(), end);
-    assert_eq!(log.append(&mut batch(1, T0 + 5000), T0 + 5000).unwrap().base_offset, end);
+    assert_eq!(
+        log.append(&mut batch(1, T0 + 5000), T0 + 5000)
+            .unwrap()
+            .base_offset,
+        end
+    );
 }

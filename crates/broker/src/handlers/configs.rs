@@ -71,22 +71,31 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest) -> DescribeCon
                         .filter(|n| wanted(n))
                         .filter_map(|name| {
                             let (value, is_default) = resolved.value(name)?;
-                            let source = if is_default { SOURCE_DEFAULT } else { SOURCE_TOPIC };
+                            let source = if is_default {
+                                SOURCE_DEFAULT
+                            } else {
+                                SOURCE_TOPIC
+                            };
                             Some(entry(name, value, source, false))
                         })
                         .collect();
                 }
                 None => {
                     result.error_code = ErrorCode::UnknownTopicOrPartition.code();
-                    result.error_message =
-                        message(format!("unknown topic '{}'", resource.resource_name.as_str()));
+                    result.error_message = message(format!(
+                        "unknown topic '{}'",
+                        resource.resource_name.as_str()
+                    ));
                 }
             },
             RESOURCE_BROKER => {
                 let c = &broker.config;
                 let flush = format!("{:?}", c.flush_policy).to_lowercase();
                 let all = [
-                    ("auto.create.topics.enable", c.auto_create_topics.to_string()),
+                    (
+                        "auto.create.topics.enable",
+                        c.auto_create_topics.to_string(),
+                    ),
                     ("broker.id", c.node_id.to_string()),
                     ("log.flush.policy", flush),
                     ("log.retention.bytes", c.retention_bytes.to_string()),
@@ -112,7 +121,10 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest) -> DescribeCon
     response
 }
 
-pub fn alter(broker: &Broker, request: IncrementalAlterConfigsRequest) -> IncrementalAlterConfigsResponse {
+pub fn alter(
+    broker: &Broker,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
         let mut result = AlterConfigsResourceResponse::default()
@@ -182,7 +194,11 @@ fn apply(
             }
             configs.insert(name, items.join(","));
         }
-        (2 | 3, _) => return invalid(format!("APPEND/SUBTRACT need a list config; '{name}' is not one")),
+        (2 | 3, _) => {
+            return invalid(format!(
+                "APPEND/SUBTRACT need a list config; '{name}' is not one"
+            ))
+        }
         (0, None) => return invalid(format!("SET of '{name}' needs a value")),
         (other, _) => return invalid(format!("unknown config operation {other}")),
     }

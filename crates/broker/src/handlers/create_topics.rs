@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use exacta_types::ErrorCode;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -68,7 +70,11 @@ fn create(
                 "give either assignments or num_partitions/replication_factor, not both",
             ));
         }
-        let mut indexes: Vec<i32> = topic.assignments.iter().map(|a| a.partition_index).collect();
+        let mut indexes: Vec<i32> = topic
+            .assignments
+            .iter()
+            .map(|a| a.partition_index)
+            .collect();
         indexes.sort_unstable();
         let contiguous = indexes.iter().enumerate().all(|(i, &p)| p == i as i32);
         let only_us = topic
@@ -100,7 +106,10 @@ fn create(
     let mut configs = BTreeMap::new();
     for c in &topic.configs {
         let value = c.value.as_ref().ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidConfig, format!("config {} has no value", c.name.as_str()))
+            ApiError::new(
+                ErrorCode::InvalidConfig,
+                format!("config {} has no value", c.name.as_str()),
+            )
         })?;
         configs.insert(c.name.to_string(), value.to_string());
     }

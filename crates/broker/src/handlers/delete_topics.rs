@@ -10,7 +10,11 @@ use crate::partitions::{ApiError, Broker};
 
 pub fn handle(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     let targets: Vec<(Option<TopicName>, uuid::Uuid)> = if version >= 6 {
-        request.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
         request
             .topic_names
@@ -20,13 +24,17 @@ pub fn handle(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> De
     };
     let mut response = DeleteTopicsResponse::default();
     for (name, id) in targets {
-        let mut result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+        let mut result = DeletableTopicResult::default()
+            .with_name(name.clone())
+            .with_topic_id(id);
         let name = match name {
             Some(n) => Ok(n.to_string()),
             None => broker
                 .topic_by_id(id)
                 .map(|t| t.name.clone())
-                .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopicId, format!("unknown topic id {id}"))),
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::UnknownTopicId, format!("unknown topic id {id}"))
+                }),
         };
         match name.and_then(|n| broker.delete_topic(&n)) {
             Ok(topic) => {

@@ -31,7 +31,10 @@ pub fn handle(broker: &Arc<Broker>, request: FetchRequest, ctx: Ctx) -> Reply {
             if bytes >= min_bytes.max(1) || has_error || tokio::time::Instant::now() >= deadline {
                 return ctx.encode(&response);
             }
-            if tokio::time::timeout_at(deadline, arrivals.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, arrivals.changed())
+                .await
+                .is_err()
+            {
                 let (response, _, _) = build(&broker, &request, ctx.version);
                 return ctx.encode(&response);
             }
@@ -67,9 +70,11 @@ fn build(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespons
                 .with_aborted_transactions(
                     (request.isolation_level == READ_COMMITTED).then(Vec::new),
                 );
-            let partition = found
-                .as_ref()
-                .and_then(|t| usize::try_from(p.partition).ok().and_then(|i| t.partitions.get(i)));
+            let partition = found.as_ref().and_then(|t| {
+                usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
             let Some(partition) = partition else {
                 data.error_code = if version >= 13 && found.is_none() {
                     ErrorCode::UnknownTopicId.code()

@@ -51,7 +51,12 @@ pub fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> M
     response
 }
 
-fn by_name(broker: &Arc<Broker>, name: TopicName, allow_create: bool, node: BrokerId) -> MetadataResponseTopic {
+fn by_name(
+    broker: &Arc<Broker>,
+    name: TopicName,
+    allow_create: bool,
+    node: BrokerId,
+) -> MetadataResponseTopic {
     if let Some(topic) = broker.topic(&name) {
         return describe(&topic, node);
     }

@@ -41,7 +41,12 @@ impl Ctx {
     pub fn encode<T: Encodable>(&self, body: &T) -> ReplyResult {
         encode_response(self.api_key, self.version, self.correlation_id, body)
             .map(Some)
-            .map_err(|e| format!("encoding {:?} v{} response: {e}", self.api_key, self.version))
+            .map_err(|e| {
+                format!(
+                    "encoding {:?} v{} response: {e}",
+                    self.api_key, self.version
+                )
+            })
     }
 
     fn ready<T: Encodable>(&self, body: &T) -> Reply {

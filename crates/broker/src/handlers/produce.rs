@@ -69,7 +69,9 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, ctx: Ctx) -> Reply 
     Box::pin(async move {
         let deadline = tokio::time::Instant::now() + timeout;
         for (ti, pi, partition, last_offset) in waits {
-            let durable = tokio::time::timeout_at(deadline, partition.wait_for_high_watermark(last_offset)).await;
+            let durable =
+                tokio::time::timeout_at(deadline, partition.wait_for_high_watermark(last_offset))
+                    .await;
             if durable.is_err() {
                 let pr = &mut response.responses[ti].partition_responses[pi];
                 pr.error_code = ErrorCode::RequestTimedOut.code();
@@ -101,7 +103,10 @@ fn append(
 /// Checks every batch in a partition's records: whole, valid, within the size limit.
 fn validate(records: &Bytes, max_message_bytes: i64) -> Result<(), ApiError> {
     if records.is_empty() {
-        return Err(ApiError::new(ErrorCode::CorruptMessage, "no record batch in the request"));
+        return Err(ApiError::new(
+            ErrorCode::CorruptMessage,
+            "no record batch in the request",
+        ));
     }
     let mut position = 0;
     while position < records.len() {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs every test: formatting and lints, the Rust unit and integration tests, and the
+# interoperability suite that starts the real `exacta` binary and drives it with real
+# Kafka clients (librdkafka through confluent-kafka, and kafka-python).
+# Installs what it needs: a Python venv in .venv with the pinned client libraries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv
+fi
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+cargo fmt --all --check
+cargo clippy --release --locked --all-targets -- -D warnings
+cargo build --release --locked --bin exacta
+cargo test --release --locked --workspace
+EXACTA_BIN="$PWD/target/release/exacta" .venv/bin/pytest tests/interop "$@"

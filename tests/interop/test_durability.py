@@ -39,6 +39,23 @@ def consume_all(broker, topic, partitions, timeout=30):
     return out
 
 
+import pytest
+
+
+@pytest.mark.parametrize("policy", ["always", "interval", "never"])
+def test_every_flush_policy_serves_acks_all(make_broker, policy):
+    broker = make_broker(f'flush_policy = "{policy}"\nflush_interval_ms = 50\n')
+    create(broker, "pol", partitions=2)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+    for i in range(2000):
+        p.produce("pol", value=str(i).encode(), partition=i % 2)
+    assert p.flush(20) == 0
+    assert sorted(int(m.value()) for m in consume_all(broker, "pol", 2)) == list(range(2000))
+    broker.kill9()
+    broker.start()
+    assert sorted(int(m.value()) for m in consume_all(broker, "pol", 2)) == list(range(2000))
+
+
 def test_graceful_restart_keeps_data_and_is_clean(broker):
     create(broker, "keep", partitions=3)
     p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})

@@ -3,6 +3,7 @@
 import os
 import random
 import struct
+import time
 
 from harness import (build_batch, connect, frame, is_closed, kstr, parse_api_versions_v0,
                      parse_produce_v3, produce_v3, roundtrip)
@@ -135,6 +136,24 @@ def test_corrupt_and_invalid_batches_get_kafka_errors_and_change_nothing(broker)
     # Nothing above was appended: the first good batch lands at offset 0.
     assert produce(good) == (0, 0)
     assert produce(good) == (0, 3)
+    # acks=0 gets no response at all; the next request's answer comes next on the wire.
+    s.sendall(frame(PRODUCE, 3, 50, produce_v3("bad-batches", 0, good, acks=0)))
+    cid, body = roundtrip(s, frame(PRODUCE, 3, 51, produce_v3("bad-batches", 0, good)))
+    assert cid == 51 and parse_produce_v3(body)[0][2:] == (0, 9)
+
+
+def test_connection_limit_closes_extra_connections(make_broker):
+    broker = make_broker("connections_max = 2\n")
+    first, second = connect(broker), connect(broker)
+    for s in (first, second):
+        assert parse_api_versions_v0(api_versions(s)[1])[0] == 0
+    third = connect(broker)
+    assert is_closed(third)
+    assert "connection limit reached" in broker.log()
+    second.close()
+    time.sleep(0.3)
+    fourth = connect(broker)
+    assert parse_api_versions_v0(api_versions(fourth)[1])[0] == 0
 
 
 def test_invalid_topic_names_and_partition_counts_are_refused(broker):

@@ -239,3 +239,20 @@ fn retention_by_size_and_time_deletes_old_segments() {
         end
     );
 }
+
+#[test]
+fn rolls_by_time_when_the_first_batch_is_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
+    log.append(&mut batch(1, T0), T0).unwrap();
+    log.append(&mut batch(1, T0 + 500), T0 + 500).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    // The first batch is now older than segment.ms: the next append opens a new segment.
+    log.append(&mut batch(1, T0 + 1500), T0 + 1500).unwrap();
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(offsets_in(&log.read(2, 1 << 20, 3).unwrap().records), vec![(2, 2)]);
+}

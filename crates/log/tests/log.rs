@@ -254,5 +254,8 @@ fn rolls_by_time_when_the_first_batch_is_old() {
     // The first batch is now older than segment.ms: the next append opens a new segment.
     log.append(&mut batch(1, T0 + 1500), T0 + 1500).unwrap();
     assert_eq!(log.segment_count(), 2);
-    assert_eq!(offsets_in(&log.read(2, 1 << 20, 3).unwrap().records), vec![(2, 2)]);
+    assert_eq!(
+        offsets_in(&log.read(2, 1 << 20, 3).unwrap().records),
+        vec![(2, 2)]
+    );
 }

@@ -4,9 +4,10 @@
 //!
 //! - offset index (`.index`): `(relative offset u32, position u32)` every
 //!   `index_interval_bytes`; finds the file position of an offset.
-//! - time index (`.timeindex`): `(max timestamp i64, relative offset u32, position u32)`,
-//!   appended when the largest timestamp grows; finds the first batch that may hold a
-//!   record at or after a timestamp.
+//! - time index (`.timeindex`): `(timestamp i64, relative offset u32, position u32)`
+//!   beside offset-index entries when the largest timestamp has grown: every batch before
+//!   `position` has a max timestamp <= `timestamp`; finds where to start scanning for the
+//!   first record at or after a timestamp.
 //!
 //! To ensure correctness: index files are written only after the segment file is fsynced,
 //! so a segment with index files is complete. Recovery trusts such a segment and rescans
@@ -261,6 +262,10 @@ impl LogSegment {
     }
 
     /// Records a batch just written (or found by recovery) at `position` in the indexes.
+    ///
+    /// Both indexes get an entry only every `index_interval_bytes`, so their size is
+    /// bounded by the segment's bytes, not its batch count. A time entry
+    /// `(T, position)` means every batch before `position` has max timestamp <= T.
     fn index_batch(&mut self, header: &BatchHeader, position: u32) {
         let relative_offset = (header.base_offset - self.base_offset) as u32;
         if self.offset_index.is_empty() || self.bytes_since_index_entry >= self.index_interval_bytes
@@ -270,18 +275,22 @@ impl LogSegment {
                 position,
             });
             self.bytes_since_index_entry = 0;
+            let grew = self
+                .time_index
+                .last()
+                .is_none_or(|t| self.max_timestamp > t.timestamp);
+            if self.max_timestamp >= 0 && grew {
+                self.time_index.push(TimeEntry {
+                    timestamp: self.max_timestamp,
+                    relative_offset,
+                    position,
+                });
+            }
         }
         self.bytes_since_index_entry = self
             .bytes_since_index_entry
             .saturating_add(header.size() as u32);
-        if header.max_timestamp > self.max_timestamp {
-            self.max_timestamp = header.max_timestamp;
-            self.time_index.push(TimeEntry {
-                timestamp: header.max_timestamp,
-                relative_offset,
-                position,
-            });
-        }
+        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
         if self.first_batch_timestamp < 0 {
             self.first_batch_timestamp = header.max_timestamp;
         }

@@ -204,6 +204,45 @@ fn finds_offsets_by_timestamp() {
     );
     assert_eq!(log.offset_for_timestamp(T0 + 10_000).unwrap(), None);
     assert_eq!(log.max_timestamp_offset().unwrap(), Some((119, T0 + 392)));
+    // The same answers from indexes loaded after a clean restart, for every timestamp.
+    let expected: Vec<_> = (0..400)
+        .map(|t| log.offset_for_timestamp(T0 + t).unwrap())
+        .collect();
+    log.close().unwrap();
+    drop(log);
+    let (log, info) = PartitionLog::open(dir.path(), small_segments(), true).unwrap();
+    assert_eq!(info.segments_rescanned, 0);
+    for (t, want) in expected.iter().enumerate() {
+        assert_eq!(
+            &log.offset_for_timestamp(T0 + t as i64).unwrap(),
+            want,
+            "ts +{t}"
+        );
+    }
+    assert_eq!(log.max_timestamp_offset().unwrap(), Some((119, T0 + 392)));
+}
+
+#[test]
+fn timestamp_lookup_handles_out_of_order_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_interval_bytes: 1,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
+    // CreateTime is the producer's clock: it may go backwards.
+    for ts in [T0 + 100, T0 + 50, T0 + 200, T0 + 10] {
+        log.append(&mut batch(1, ts), T0).unwrap();
+    }
+    assert_eq!(
+        log.offset_for_timestamp(T0 + 60).unwrap(),
+        Some((0, T0 + 100))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(T0 + 150).unwrap(),
+        Some((2, T0 + 200))
+    );
+    assert_eq!(log.offset_for_timestamp(T0 + 201).unwrap(), None);
 }
 
 #[test]

@@ -7,10 +7,13 @@
 //!
 //! - [`segment`]: one segment file and its in-memory sparse indexes.
 //! - [`log`]: the partition log: append, read, roll, retention, recovery.
+//! - [`producer_state`]: idempotent-producer state (epochs, sequences, last 5 batches),
+//!   snapshotted beside the segments.
 //! - [`topics`]: topic metadata (id, partition count, configs) persisted beside the logs.
 
 pub mod config;
 pub mod log;
+pub mod producer_state;
 pub mod segment;
 pub mod topics;
 
@@ -33,6 +36,8 @@ pub enum LogError {
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("corrupt metadata {path}: {reason}")]
     CorruptMetadata { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Producer(#[from] producer_state::SequenceError),
 }
 
 impl LogError {

@@ -12,8 +12,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use exacta_wire::batch::{assign_offset, BatchHeader, Batches};
 
+use crate::producer_state::{ProducerStateManager, Verdict};
 use crate::segment::LogSegment;
 use crate::{LogConfig, LogError};
+
+/// Producer-state snapshots kept per partition (the newest ones).
+const SNAPSHOTS_RETAINED: usize = 2;
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +25,9 @@ pub struct AppendInfo {
     pub base_offset: i64,
     pub last_offset: i64,
     pub log_start_offset: i64,
+    /// The batch was a retry of one already in the log: nothing was appended and the
+    /// offsets are the original batch's.
+    pub duplicate: bool,
 }
 
 /// What a read found.
@@ -38,6 +45,10 @@ pub struct RecoveryInfo {
     pub segments: usize,
     pub segments_rescanned: usize,
     pub bytes_truncated: u64,
+    /// Offset of the producer-state snapshot recovery started from (-1: none).
+    pub snapshot_offset: i64,
+    /// Batches replayed into the producer state after the snapshot.
+    pub batches_replayed: usize,
 }
 
 /// A partition's log.
@@ -48,6 +59,7 @@ pub struct PartitionLog {
     segments: BTreeMap<i64, LogSegment>,
     next_offset: i64,
     flushed_offset: i64,
+    producers: ProducerStateManager,
 }
 
 impl PartitionLog {
@@ -104,12 +116,93 @@ impl PartitionLog {
             segments,
             next_offset: 0,
             flushed_offset: 0,
+            producers: ProducerStateManager::default(),
         };
         log.next_offset = log.active().next_offset();
         // Everything found on disk at open is treated as flushed: a rescan validated it,
         // a clean shutdown fsynced it.
         log.flushed_offset = log.next_offset;
+        log.recover_producer_state(&mut info)?;
         Ok((log, info))
+    }
+
+    /// Loads the newest usable producer-state snapshot at or below the LEO, then replays
+    /// the producer batches after it. Snapshots past the LEO (the log was truncated) are
+    /// deleted.
+    fn recover_producer_state(&mut self, info: &mut RecoveryInfo) -> Result<(), LogError> {
+        info.snapshot_offset = -1;
+        let mut start = self.log_start_offset();
+        for (offset, path) in self.snapshot_files()?.into_iter().rev() {
+            if offset > self.next_offset {
+                tracing::warn!(snapshot = %path.display(), "deleting producer snapshot past the log end");
+                std::fs::remove_file(&path).map_err(LogError::io("delete snapshot", &path))?;
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(LogError::io("read snapshot", &path))?;
+            match ProducerStateManager::from_snapshot(&bytes) {
+                Ok(state) => {
+                    self.producers = state;
+                    info.snapshot_offset = offset;
+                    start = start.max(offset);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(snapshot = %path.display(), error = %e, "ignoring unreadable producer snapshot")
+                }
+            }
+        }
+        let mut offset = start;
+        while offset < self.next_offset {
+            let read = self.read(offset, 8 << 20, self.next_offset)?;
+            let mut advanced = false;
+            for (_, h) in Batches::new(&read.records) {
+                if !h.is_control() {
+                    self.producers.apply(&h);
+                }
+                info.batches_replayed += 1;
+                offset = h.last_offset() + 1;
+                advanced = true;
+            }
+            if !advanced {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Snapshot files, oldest first.
+    fn snapshot_files(&self) -> Result<Vec<(i64, PathBuf)>, LogError> {
+        let mut found: Vec<(i64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .map_err(LogError::io("list log directory", &self.dir))?
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                let offset = path
+                    .file_name()?
+                    .to_str()?
+                    .strip_suffix(".snapshot")?
+                    .parse::<i64>()
+                    .ok()?;
+                Some((offset, path))
+            })
+            .collect();
+        found.sort();
+        Ok(found)
+    }
+
+    /// Writes the producer state as of the LEO and prunes old snapshots.
+    fn write_snapshot(&self) -> Result<(), LogError> {
+        let path = self
+            .dir
+            .join(crate::segment::file_name(self.next_offset, "snapshot"));
+        crate::write_atomically(&path, &self.producers.to_snapshot())?;
+        let files = self.snapshot_files()?;
+        for (_, old) in files
+            .iter()
+            .take(files.len().saturating_sub(SNAPSHOTS_RETAINED))
+        {
+            std::fs::remove_file(old).map_err(LogError::io("delete snapshot", old))?;
+        }
+        Ok(())
     }
 
     fn active(&self) -> &LogSegment {
@@ -132,6 +225,15 @@ impl PartitionLog {
     /// To ensure correctness: the caller validated every batch (CRC, header), so a crash
     /// after this call leaves only whole valid batches or a torn tail that recovery cuts.
     pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let headers: Vec<BatchHeader> = Batches::new(batches).map(|(_, h)| h).collect();
+        if let Verdict::Duplicate(original) = self.producers.check(&headers)? {
+            return Ok(AppendInfo {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                log_start_offset: self.log_start_offset(),
+                duplicate: true,
+            });
+        }
         let base_offset = self.next_offset;
         let mut position = 0;
         while position < batches.len() {
@@ -152,12 +254,14 @@ impl PartitionLog {
             self.maybe_roll(size as u64, now_ms)?;
             self.active_mut().append(batch, &header)?;
             self.next_offset = header.last_offset() + 1;
+            self.producers.apply(&header);
             position += size;
         }
         Ok(AppendInfo {
             base_offset,
             last_offset: self.next_offset - 1,
             log_start_offset: self.log_start_offset(),
+            duplicate: false,
         })
     }
 
@@ -181,6 +285,7 @@ impl PartitionLog {
     /// Seals the active segment (fsync, index files) and starts a new one at the LEO.
     pub fn roll(&mut self) -> Result<(), LogError> {
         self.active().seal()?;
+        self.write_snapshot()?;
         let segment = LogSegment::create(
             &self.dir,
             self.next_offset,
@@ -336,8 +441,18 @@ impl PartitionLog {
     /// Fsyncs and seals the active segment for a clean shutdown.
     pub fn close(&mut self) -> Result<(), LogError> {
         self.active().seal()?;
+        self.write_snapshot()?;
         self.flushed_offset = self.next_offset;
         Ok(())
+    }
+
+    /// Forgets producers idle for `expiration_ms` (`producer.id.expiration.ms`).
+    pub fn remove_expired_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.remove_expired(now_ms, expiration_ms)
+    }
+
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producers
     }
 
     pub fn set_config(&mut self, config: LogConfig) {

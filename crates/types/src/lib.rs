@@ -51,7 +51,12 @@ pub enum ErrorCode {
     InvalidConfig = 40,
     InvalidRequest = 42,
     PolicyViolation = 44,
+    OutOfOrderSequenceNumber = 45,
+    DuplicateSequenceNumber = 46,
+    InvalidProducerEpoch = 47,
+    InvalidProducerIdMapping = 49,
     KafkaStorageError = 56,
+    UnknownProducerId = 59,
     UnsupportedCompressionType = 76,
     InvalidRecord = 87,
     UnknownTopicId = 100,
@@ -85,7 +90,12 @@ impl ErrorCode {
             ErrorCode::InvalidConfig => "INVALID_CONFIG",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::PolicyViolation => "POLICY_VIOLATION",
+            ErrorCode::OutOfOrderSequenceNumber => "OUT_OF_ORDER_SEQUENCE_NUMBER",
+            ErrorCode::DuplicateSequenceNumber => "DUPLICATE_SEQUENCE_NUMBER",
+            ErrorCode::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
+            ErrorCode::InvalidProducerIdMapping => "INVALID_PRODUCER_ID_MAPPING",
             ErrorCode::KafkaStorageError => "KAFKA_STORAGE_ERROR",
+            ErrorCode::UnknownProducerId => "UNKNOWN_PRODUCER_ID",
             ErrorCode::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
             ErrorCode::InvalidRecord => "INVALID_RECORD",
             ErrorCode::UnknownTopicId => "UNKNOWN_TOPIC_ID",
@@ -150,5 +160,8 @@ mod tests {
         assert_eq!(ErrorCode::UnknownTopicOrPartition.code(), 3);
         assert_eq!(ErrorCode::CorruptMessage.code(), 2);
         assert_eq!(ErrorCode::UnknownTopicId.code(), 100);
+        assert_eq!(ErrorCode::OutOfOrderSequenceNumber.code(), 45);
+        assert_eq!(ErrorCode::InvalidProducerEpoch.code(), 47);
+        assert_eq!(ErrorCode::UnknownProducerId.code(), 59);
     }
 }

@@ -250,6 +250,16 @@ pub fn build_batch(
     first_timestamp: i64,
     compression: kafka_protocol::records::Compression,
 ) -> Vec<u8> {
+    build_producer_batch(values, first_timestamp, compression, (-1, -1, -1))
+}
+
+/// As [`build_batch`], for an idempotent producer `(producer id, epoch, base sequence)`.
+pub fn build_producer_batch(
+    values: &[Vec<u8>],
+    first_timestamp: i64,
+    compression: kafka_protocol::records::Compression,
+    (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+) -> Vec<u8> {
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let records: Vec<Record> = values
         .iter()
@@ -258,12 +268,13 @@ pub fn build_batch(
             transactional: false,
             control: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            // The encoder groups records whose offset - sequence is constant into one batch.
-            sequence: i as i32,
+            // The encoder groups records whose offset - sequence is constant into one batch;
+            // the batch's base sequence is the first record's.
+            sequence: base_sequence.wrapping_add(i as i32),
             timestamp: first_timestamp + i as i64,
             key: None,
             value: Some(bytes::Bytes::copy_from_slice(value)),

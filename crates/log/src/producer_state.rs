@@ -1,0 +1,486 @@
+//! Per-partition producer state for idempotent producers (Kafka's `ProducerStateManager`).
+//!
+//! For each producer id: its epoch, and the metadata (sequence range, offsets) of its last
+//! [`BATCHES_RETAINED`] batches. A batch is checked before it is appended:
+//!
+//! - same epoch, same sequence range as a retained batch: a **duplicate** (a retry whose
+//!   response was lost); it is acknowledged with the original offsets, not appended again;
+//! - same epoch, first sequence = last sequence + 1 (wrapping at `i32::MAX`): in order;
+//! - same epoch, any other sequence: OUT_OF_ORDER_SEQUENCE_NUMBER;
+//! - older epoch: INVALID_PRODUCER_EPOCH;
+//! - newer epoch: accepted only at sequence 0 (the epoch was bumped, sequences restart);
+//! - unknown producer id: accepted only at sequence 0, else UNKNOWN_PRODUCER_ID.
+//!
+//! The state is rebuilt on recovery from the newest snapshot plus the batches after it
+//! ([`ProducerStateManager::apply`] needs no validation: the log is the truth).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use exacta_wire::batch::BatchHeader;
+
+/// Batches remembered per producer; Kafka's clients keep at most 5 in flight.
+pub const BATCHES_RETAINED: usize = 5;
+pub const NO_SEQUENCE: i32 = -1;
+
+const SNAPSHOT_VERSION: u16 = 1;
+
+/// Offsets and sequences of one appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
+/// What the partition knows about one producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerEntry {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Oldest first; at most [`BATCHES_RETAINED`].
+    pub batches: VecDeque<BatchMetadata>,
+    /// Max timestamp of the producer's last batch (Kafka's `lastTimestamp`); drives expiry.
+    /// Taken from the batch, not the broker clock, so replay rebuilds it exactly.
+    pub last_timestamp: i64,
+}
+
+impl ProducerEntry {
+    pub fn last_sequence(&self) -> i32 {
+        self.batches.back().map_or(NO_SEQUENCE, |b| b.last_sequence)
+    }
+
+    fn find_duplicate(&self, first: i32, last: i32) -> Option<BatchMetadata> {
+        self.batches
+            .iter()
+            .find(|b| b.first_sequence == first && b.last_sequence == last)
+            .copied()
+    }
+}
+
+/// Why a producer's batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("producer {producer_id} epoch {epoch}: sequence {got} does not follow {last}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        epoch: i16,
+        last: i32,
+        got: i32,
+    },
+    #[error("unknown producer {producer_id} sent sequence {sequence}; a new producer starts at 0")]
+    UnknownProducerId { producer_id: i64, sequence: i32 },
+}
+
+/// The verdict on a batch that passed the checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Append,
+    Duplicate(BatchMetadata),
+}
+
+/// The last sequence of a batch starting at `base` with `delta` more records, wrapping
+/// after `i32::MAX` to 0 as Kafka's sequences do.
+pub fn last_sequence(base: i32, delta: i32) -> i32 {
+    ((i64::from(base) + i64::from(delta)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+fn in_sequence(last: i32, next: i32) -> bool {
+    i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
+}
+
+/// Producer state of one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerStateManager {
+    producers: BTreeMap<i64, ProducerEntry>,
+}
+
+impl ProducerStateManager {
+    /// Checks the producer batches about to be appended together, in order. The first
+    /// duplicate found decides the whole append (Kafka's behaviour).
+    pub fn check(&self, headers: &[BatchHeader]) -> Result<Verdict, SequenceError> {
+        // Earlier batches of the same request count for later ones.
+        let mut pending: BTreeMap<i64, ProducerEntry> = BTreeMap::new();
+        for h in headers.iter().filter(|h| h.producer_id >= 0) {
+            let entry = pending
+                .get(&h.producer_id)
+                .or(self.producers.get(&h.producer_id));
+            if let Verdict::Duplicate(d) = check_one(entry, h)? {
+                return Ok(Verdict::Duplicate(d));
+            }
+            let mut next = entry.cloned().unwrap_or_else(|| empty_entry(h));
+            push(&mut next, h);
+            pending.insert(h.producer_id, next);
+        }
+        Ok(Verdict::Append)
+    }
+
+    /// Records an appended batch (with its assigned offsets). Also used by recovery.
+    pub fn apply(&mut self, h: &BatchHeader) {
+        if h.producer_id < 0 {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| empty_entry(h));
+        push(entry, h);
+    }
+
+    /// Forgets producers idle for `expiration_ms`; returns how many.
+    pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms - e.last_timestamp < expiration_ms);
+        before - self.producers.len()
+    }
+
+    pub fn producers(&self) -> impl Iterator<Item = &ProducerEntry> {
+        self.producers.values()
+    }
+
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Serializes the state: version, CRC-32C of the rest, then the entries.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(16 + self.producers.len() * 64);
+        body.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        for e in self.producers.values() {
+            body.extend_from_slice(&e.producer_id.to_be_bytes());
+            body.extend_from_slice(&e.epoch.to_be_bytes());
+            body.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            body.push(e.batches.len() as u8);
+            for b in &e.batches {
+                body.extend_from_slice(&b.first_sequence.to_be_bytes());
+                body.extend_from_slice(&b.last_sequence.to_be_bytes());
+                body.extend_from_slice(&b.first_offset.to_be_bytes());
+                body.extend_from_slice(&b.last_offset.to_be_bytes());
+                body.extend_from_slice(&b.max_timestamp.to_be_bytes());
+            }
+        }
+        let mut out = Vec::with_capacity(body.len() + 6);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Parses a snapshot written by [`ProducerStateManager::to_snapshot`].
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Self, String> {
+        let mut r = Reader { buf: bytes, at: 0 };
+        let version = u16::from_be_bytes(r.take()?);
+        if version != SNAPSHOT_VERSION {
+            return Err(format!("unknown snapshot version {version}"));
+        }
+        let crc = u32::from_be_bytes(r.take()?);
+        if crc32c::crc32c(&bytes[r.at..]) != crc {
+            return Err("snapshot CRC mismatch".into());
+        }
+        let count = u32::from_be_bytes(r.take()?);
+        let mut producers = BTreeMap::new();
+        for _ in 0..count {
+            let producer_id = i64::from_be_bytes(r.take()?);
+            let epoch = i16::from_be_bytes(r.take()?);
+            let last_timestamp = i64::from_be_bytes(r.take()?);
+            let [n] = r.take::<1>()?;
+            let mut batches = VecDeque::with_capacity(usize::from(n).min(BATCHES_RETAINED));
+            for _ in 0..n {
+                batches.push_back(BatchMetadata {
+                    first_sequence: i32::from_be_bytes(r.take()?),
+                    last_sequence: i32::from_be_bytes(r.take()?),
+                    first_offset: i64::from_be_bytes(r.take()?),
+                    last_offset: i64::from_be_bytes(r.take()?),
+                    max_timestamp: i64::from_be_bytes(r.take()?),
+                });
+            }
+            producers.insert(
+                producer_id,
+                ProducerEntry {
+                    producer_id,
+                    epoch,
+                    batches,
+                    last_timestamp,
+                },
+            );
+        }
+        if r.at != bytes.len() {
+            return Err("trailing bytes after the snapshot".into());
+        }
+        Ok(Self { producers })
+    }
+}
+
+fn check_one(entry: Option<&ProducerEntry>, h: &BatchHeader) -> Result<Verdict, SequenceError> {
+    let Some(entry) = entry else {
+        if h.base_sequence != 0 {
+            return Err(SequenceError::UnknownProducerId {
+                producer_id: h.producer_id,
+                sequence: h.base_sequence,
+            });
+        }
+        return Ok(Verdict::Append);
+    };
+    if h.producer_epoch < entry.epoch {
+        return Err(SequenceError::InvalidProducerEpoch {
+            producer_id: h.producer_id,
+            epoch: h.producer_epoch,
+            current: entry.epoch,
+        });
+    }
+    if h.producer_epoch > entry.epoch {
+        // A bumped epoch restarts the sequence.
+        if h.base_sequence != 0 {
+            return Err(SequenceError::OutOfOrderSequence {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                last: NO_SEQUENCE,
+                got: h.base_sequence,
+            });
+        }
+        return Ok(Verdict::Append);
+    }
+    let last = last_sequence(h.base_sequence, h.last_offset_delta);
+    if let Some(d) = entry.find_duplicate(h.base_sequence, last) {
+        return Ok(Verdict::Duplicate(d));
+    }
+    let current = entry.last_sequence();
+    if current != NO_SEQUENCE && !in_sequence(current, h.base_sequence) {
+        return Err(SequenceError::OutOfOrderSequence {
+            producer_id: h.producer_id,
+            epoch: h.producer_epoch,
+            last: current,
+            got: h.base_sequence,
+        });
+    }
+    Ok(Verdict::Append)
+}
+
+fn empty_entry(h: &BatchHeader) -> ProducerEntry {
+    ProducerEntry {
+        producer_id: h.producer_id,
+        epoch: h.producer_epoch,
+        batches: VecDeque::with_capacity(BATCHES_RETAINED),
+        last_timestamp: -1,
+    }
+}
+
+fn push(entry: &mut ProducerEntry, h: &BatchHeader) {
+    if h.producer_epoch != entry.epoch {
+        entry.epoch = h.producer_epoch;
+        entry.batches.clear();
+    }
+    if entry.batches.len() == BATCHES_RETAINED {
+        entry.batches.pop_front();
+    }
+    entry.batches.push_back(BatchMetadata {
+        first_sequence: h.base_sequence,
+        last_sequence: last_sequence(h.base_sequence, h.last_offset_delta),
+        first_offset: h.base_offset,
+        last_offset: h.last_offset(),
+        max_timestamp: h.max_timestamp,
+    });
+    entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let end = self.at + N;
+        let bytes = self
+            .buf
+            .get(self.at..end)
+            .ok_or_else(|| "snapshot is truncated".to_string())?;
+        self.at = end;
+        let mut out = [0u8; N];
+        out.copy_from_slice(bytes);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(pid: i64, epoch: i16, seq: i32, records: i32, offset: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset: offset,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 1000,
+            max_timestamp: 1000,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            records_count: records,
+        }
+    }
+
+    fn appended(m: &mut ProducerStateManager, h: BatchHeader) {
+        assert_eq!(m.check(&[h]), Ok(Verdict::Append));
+        m.apply(&h);
+    }
+
+    #[test]
+    fn in_order_batches_are_appended() {
+        let mut m = ProducerStateManager::default();
+        appended(&mut m, batch(7, 0, 0, 3, 0));
+        appended(&mut m, batch(7, 0, 3, 2, 3));
+        assert_eq!(m.get(7).unwrap().last_sequence(), 4);
+    }
+
+    #[test]
+    fn retried_batch_returns_original_offset() {
+        let mut m = ProducerStateManager::default();
+        for i in 0..5 {
+            appended(&mut m, batch(7, 0, i * 2, 2, 100 + i64::from(i) * 2));
+        }
+        // Any of the last 5 batches, retried, is a duplicate with its first offsets.
+        let v = m.check(&[batch(7, 0, 2, 2, -1)]).unwrap();
+        let Verdict::Duplicate(d) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!((d.first_offset, d.last_offset), (102, 103));
+        // A sixth batch pushes the oldest out: its retry is now out of order.
+        appended(&mut m, batch(7, 0, 10, 2, 110));
+        assert!(matches!(
+            m.check(&[batch(7, 0, 0, 2, -1)]),
+            Err(SequenceError::OutOfOrderSequence { .. })
+        ));
+    }
+
+    #[test]
+    fn gap_is_out_of_order() {
+        let mut m = ProducerStateManager::default();
+        appended(&mut m, batch(7, 0, 0, 3, 0));
+        assert_eq!(
+            m.check(&[batch(7, 0, 5, 1, -1)]),
+            Err(SequenceError::OutOfOrderSequence {
+                producer_id: 7,
+                epoch: 0,
+                last: 2,
+                got: 5
+            })
+        );
+    }
+
+    #[test]
+    fn older_epoch_is_invalid_and_bumped_epoch_restarts_at_zero() {
+        let mut m = ProducerStateManager::default();
+        appended(&mut m, batch(7, 3, 0, 3, 0));
+        assert!(matches!(
+            m.check(&[batch(7, 2, 3, 1, -1)]),
+            Err(SequenceError::InvalidProducerEpoch { current: 3, .. })
+        ));
+        assert!(matches!(
+            m.check(&[batch(7, 4, 3, 1, -1)]),
+            Err(SequenceError::OutOfOrderSequence { .. })
+        ));
+        appended(&mut m, batch(7, 4, 0, 1, 3));
+        let e = m.get(7).unwrap();
+        assert_eq!((e.epoch, e.batches.len()), (4, 1));
+    }
+
+    #[test]
+    fn unknown_producer_must_start_at_zero() {
+        let m = ProducerStateManager::default();
+        assert_eq!(
+            m.check(&[batch(9, 0, 17, 1, -1)]),
+            Err(SequenceError::UnknownProducerId {
+                producer_id: 9,
+                sequence: 17
+            })
+        );
+        assert_eq!(m.check(&[batch(9, 0, 0, 1, -1)]), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        assert_eq!(last_sequence(i32::MAX - 1, 3), 1);
+        let mut m = ProducerStateManager::default();
+        appended(&mut m, batch(7, 0, 0, 1, 0));
+        // Jump the state near the end of the range via a fresh epoch-0 history.
+        m.producers
+            .get_mut(&7)
+            .unwrap()
+            .batches
+            .back_mut()
+            .unwrap()
+            .last_sequence = i32::MAX - 1;
+        appended(&mut m, batch(7, 0, i32::MAX, 2, 1));
+        assert_eq!(m.get(7).unwrap().last_sequence(), 0);
+        appended(&mut m, batch(7, 0, 1, 1, 3));
+    }
+
+    #[test]
+    fn batches_of_one_request_are_checked_together() {
+        let m = ProducerStateManager::default();
+        assert_eq!(
+            m.check(&[batch(7, 0, 0, 2, 0), batch(7, 0, 2, 2, 2)]),
+            Ok(Verdict::Append)
+        );
+        assert!(m
+            .check(&[batch(7, 0, 0, 2, 0), batch(7, 0, 5, 2, 2)])
+            .is_err());
+    }
+
+    #[test]
+    fn expiry_forgets_idle_producers() {
+        let mut m = ProducerStateManager::default();
+        let mut old = batch(1, 0, 0, 1, 0);
+        old.max_timestamp = 1_000;
+        let mut recent = batch(2, 0, 0, 1, 1);
+        recent.max_timestamp = 50_000;
+        m.apply(&old);
+        m.apply(&recent);
+        assert_eq!(m.remove_expired(60_000, 20_000), 1);
+        assert!(m.get(1).is_none() && m.get(2).is_some());
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_detects_corruption() {
+        let mut m = ProducerStateManager::default();
+        for pid in 0..20 {
+            for i in 0..(pid % 8) {
+                m.apply(&batch(
+                    pid,
+                    (pid % 3) as i16,
+                    i as i32 * 4,
+                    4,
+                    pid * 100 + i * 4,
+                ));
+            }
+        }
+        let bytes = m.to_snapshot();
+        assert_eq!(ProducerStateManager::from_snapshot(&bytes).unwrap(), m);
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(ProducerStateManager::from_snapshot(&bad).is_err());
+        assert!(ProducerStateManager::from_snapshot(&bytes[..bytes.len() - 3]).is_err());
+    }
+}

@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("EXACTA_BIN", ROOT / "target" / "release" / "exacta"))
 LISTEN_RE = re.compile(r"exacta listening on 127\.0\.0\.1:(\d+)")
+PROXY_RE = re.compile(r"exacta proxy listening on 127\.0\.0\.1:(\d+)")
 
 
 class Broker:
@@ -89,6 +90,41 @@ class Broker:
     def segment_files(self, topic, partition):
         d = self.data_dir / f"{topic}-{partition}"
         return sorted(d.glob("*.log"))
+
+
+class FaultProxy:
+    """`exacta proxy` in front of a broker, injecting faults (see crates/chaos)."""
+
+    def __init__(self, upstream, log_path, drop=(), seed=1):
+        self.log_path = Path(log_path)
+        args = [str(BIN), "proxy", "--upstream", upstream, "--seed", str(seed)]
+        for rule in drop:
+            args += ["--drop-response", rule]
+        log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            m = PROXY_RE.search(self.log_path.read_text())
+            if m:
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        raise RuntimeError("proxy did not start:\n" + self.log_path.read_text())
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def dropped(self):
+        return self.log_path.read_text().count("fault: dropped response")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
 
 
 # ---- raw frames, for malformed and edge-case requests ------------------------------------

@@ -48,8 +48,11 @@ pub struct BrokerConfig {
     pub retention_bytes: i64,
     /// Largest batch a producer may send (`message.max.bytes`).
     pub message_max_bytes: i32,
-    /// How often retention runs (`log.retention.check.interval.ms`).
+    /// How often retention (and producer-id expiry) runs (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
+    /// Forget an idempotent producer's state this long after its last batch's timestamp
+    /// (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
     // Limits.
     /// Largest request frame accepted (`socket.request.max.bytes`).
     pub frame_bytes_max: u32,
@@ -80,6 +83,7 @@ impl Default for BrokerConfig {
             retention_bytes: log.retention_bytes,
             message_max_bytes: 1_048_588,
             retention_check_interval_ms: 300_000,
+            producer_id_expiration_ms: 86_400_000,
             frame_bytes_max: 104_857_600,
             connections_max: 10_000,
             in_flight_requests_max: 64,

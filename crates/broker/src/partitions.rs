@@ -19,6 +19,8 @@ use exacta_types::{validate_topic_name, ErrorCode};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use exacta_coordinator::producer_ids::ProducerIdManager;
+
 use crate::config::{validate_topic_config, BrokerConfig, FlushPolicy, TopicConfigs};
 use crate::flusher::Flusher;
 
@@ -44,15 +46,24 @@ impl ApiError {
 
 impl From<LogError> for ApiError {
     fn from(e: LogError) -> Self {
-        match e {
-            LogError::OffsetOutOfRange { .. } => {
-                ApiError::new(ErrorCode::OffsetOutOfRange, e.to_string())
+        use exacta_log::producer_state::SequenceError;
+        let code = match &e {
+            LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            LogError::Producer(SequenceError::OutOfOrderSequence { .. }) => {
+                ErrorCode::OutOfOrderSequenceNumber
+            }
+            LogError::Producer(SequenceError::InvalidProducerEpoch { .. }) => {
+                ErrorCode::InvalidProducerEpoch
+            }
+            LogError::Producer(SequenceError::UnknownProducerId { .. }) => {
+                ErrorCode::UnknownProducerId
             }
             other => {
                 tracing::error!(error = %other, "storage error");
-                ApiError::new(ErrorCode::KafkaStorageError, other.to_string())
+                ErrorCode::KafkaStorageError
             }
-        }
+        };
+        ApiError::new(code, e.to_string())
     }
 }
 
@@ -180,6 +191,15 @@ impl Partition {
         self.log().apply_retention(now_ms)
     }
 
+    /// The idempotent producers this partition remembers.
+    pub fn producers(&self) -> Vec<exacta_log::producer_state::ProducerEntry> {
+        self.log().producer_state().producers().cloned().collect()
+    }
+
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.log().remove_expired_producers(now_ms, expiration_ms)
+    }
+
     fn close(&self) -> Result<(), LogError> {
         self.log().close()
     }
@@ -220,6 +240,7 @@ pub struct Broker {
     admin: Mutex<()>,
     arrivals: Arc<watch::Sender<u64>>,
     flusher: Option<Flusher>,
+    producer_ids: Mutex<ProducerIdManager>,
     data_dir: PathBuf,
     _lock: File,
 }
@@ -245,6 +266,7 @@ impl Broker {
         store.remove_orphans(&metas)?;
         let arrivals = Arc::new(watch::channel(0u64).0);
         let flusher = (config.flush_policy == FlushPolicy::Always).then(Flusher::start);
+        let producer_ids = Mutex::new(ProducerIdManager::open(&data_dir)?);
         let broker = Self {
             config,
             store,
@@ -252,6 +274,7 @@ impl Broker {
             admin: Mutex::new(()),
             arrivals,
             flusher,
+            producer_ids,
             data_dir: data_dir.clone(),
             _lock: lock,
         };
@@ -575,10 +598,12 @@ impl Broker {
         }
     }
 
-    /// Applies retention to every partition; returns the number of segments deleted.
+    /// Applies retention to every partition and expires idle producer ids; returns the
+    /// number of segments deleted.
     pub fn apply_retention(&self) -> usize {
         let now = crate::now_ms();
         let mut deleted = 0;
+        let mut expired = 0;
         for topic in self.topics() {
             for p in &topic.partitions {
                 match p.apply_retention(now) {
@@ -587,9 +612,25 @@ impl Broker {
                         tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
                     }
                 }
+                expired += p.remove_expired_producers(now, self.config.producer_id_expiration_ms);
             }
         }
+        if expired > 0 {
+            tracing::info!(producers = expired, "expired idle producer ids");
+        }
         deleted
+    }
+
+    /// InitProducerId for an idempotent producer (see [`ProducerIdManager::init`]).
+    pub fn init_producer_id(&self, producer_id: i64, epoch: i16) -> Result<(i64, i16), ApiError> {
+        use exacta_coordinator::producer_ids::ProducerIdError;
+        let mut ids = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        ids.init(producer_id, epoch).map_err(|e| match e {
+            ProducerIdError::UnknownProducerId(_) => {
+                ApiError::new(ErrorCode::InvalidProducerIdMapping, e.to_string())
+            }
+            ProducerIdError::Storage(e) => ApiError::from(e),
+        })
     }
 
     /// Clean shutdown: stops the flusher, seals every log, then writes the marker.

@@ -21,6 +21,28 @@ struct Cli {
 enum Command {
     /// Run the broker (single node, durable log on local disk).
     Serve(ServeArgs),
+    /// Run a Kafka-aware fault-injecting proxy in front of a broker (for chaos tests).
+    Proxy(ProxyArgs),
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// The broker to forward to.
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+    /// Address clients are told to reconnect to [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Drop the response of an API with a probability and cut the connection, e.g.
+    /// `produce=0.05`. Repeatable.
+    #[arg(long = "drop-response", value_name = "API=RATE")]
+    drop_response: Vec<String>,
+    /// Seed of the fault decisions, to replay a run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -52,7 +74,35 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Proxy(args) => proxy(args),
     }
+}
+
+fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let mut faults = exacta_chaos::FaultConfig {
+        seed: args.seed,
+        ..Default::default()
+    };
+    for rule in &args.drop_response {
+        let (api, rate) = exacta_chaos::parse_drop_rule(rule).map_err(anyhow::Error::msg)?;
+        faults.drop_response.insert(api, rate);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let proxy = exacta_chaos::Proxy::bind(
+            &args.listen,
+            args.upstream,
+            args.advertised_listener,
+            faults,
+        )
+        .await
+        .context("starting the proxy")?;
+        proxy.run(shutdown_signal()).await;
+        Ok(())
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -41,7 +41,8 @@ pub enum LogError {
 }
 
 impl LogError {
-    pub(crate) fn io(
+    /// A closure wrapping an I/O error with the action and path it concerns.
+    pub fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> LogError {

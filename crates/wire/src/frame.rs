@@ -7,8 +7,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, FetchRequest, IncrementalAlterConfigsRequest,
-    ListOffsetsRequest, MetadataRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeProducersRequest, FetchRequest,
+    IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
+    ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -28,6 +29,8 @@ pub enum Request {
     CreatePartitions(CreatePartitionsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     DescribeCluster(DescribeClusterRequest),
+    InitProducerId(InitProducerIdRequest),
+    DescribeProducers(DescribeProducersRequest),
 }
 
 /// Why a frame could not be turned into a [`Request`].
@@ -99,6 +102,12 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Request), Deco
         }
         ApiKey::DescribeCluster => {
             Request::DescribeCluster(decode(body, version).map_err(malformed)?)
+        }
+        ApiKey::InitProducerId => {
+            Request::InitProducerId(decode(body, version).map_err(malformed)?)
+        }
+        ApiKey::DescribeProducers => {
+            Request::DescribeProducers(decode(body, version).map_err(malformed)?)
         }
         _ => {
             return Err(DecodeError::UnsupportedVersion {

@@ -46,8 +46,10 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DeleteTopics, 1, 6),
     range(ApiKey::DescribeConfigs, 1, 4),
     range(ApiKey::CreatePartitions, 0, 3),
+    range(ApiKey::InitProducerId, 0, 5),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::DescribeCluster, 0, 1),
+    range(ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The served range for `key`, if the broker implements it.

@@ -38,6 +38,8 @@ fn encode_default(key: ApiKey, version: i16) -> Bytes {
             body::<IncrementalAlterConfigsRequest>(&mut buf, version)
         }
         ApiKey::DescribeCluster => body::<DescribeClusterRequest>(&mut buf, version),
+        ApiKey::InitProducerId => body::<InitProducerIdRequest>(&mut buf, version),
+        ApiKey::DescribeProducers => body::<DescribeProducersRequest>(&mut buf, version),
         other => panic!("add {other:?} to this test"),
     }
     buf.freeze()

@@ -19,7 +19,9 @@ pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_producers;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -74,6 +76,8 @@ pub fn dispatch(broker: &Arc<Broker>, header: &RequestHeader, request: Request) 
         Request::DescribeConfigs(r) => ctx.ready(&configs::describe(broker, r)),
         Request::IncrementalAlterConfigs(r) => ctx.ready(&configs::alter(broker, r)),
         Request::DescribeCluster(r) => ctx.ready(&describe_cluster::handle(broker, r)),
+        Request::InitProducerId(r) => ctx.ready(&init_producer_id::handle(broker, r)),
+        Request::DescribeProducers(r) => ctx.ready(&describe_producers::handle(broker, r)),
     }
 }
 

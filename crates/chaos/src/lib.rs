@@ -1,0 +1,336 @@
+//! A Kafka-aware fault-injecting proxy.
+//!
+//! Clients connect to the proxy as if it were the broker; each connection is relayed to
+//! the upstream broker frame by frame. The proxy reads every request header to know which
+//! API each response answers, and:
+//!
+//! - rewrites the broker addresses in Metadata responses to its own, so clients stay
+//!   behind it after bootstrapping;
+//! - for the APIs named in [`FaultConfig::drop_response`], drops the response with the
+//!   given probability and cuts the connection (client and upstream side), as a network
+//!   failure after the broker acted would. The client must retry; the broker must not
+//!   apply the retry twice.
+//!
+//! Decisions come from a seeded generator, so a failing run can be replayed with the same
+//! seed (given the same traffic).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, MetadataResponse, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What to break.
+#[derive(Debug, Clone, Default)]
+pub struct FaultConfig {
+    /// Probability (0..=1) per API of dropping a response and cutting the connection.
+    pub drop_response: HashMap<ApiKey, f64>,
+    pub seed: u64,
+}
+
+/// Counters of what the proxy did.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    pub connections: AtomicU64,
+    pub requests: AtomicU64,
+    pub responses_dropped: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("binding {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// A bound proxy.
+pub struct Proxy {
+    listener: TcpListener,
+    upstream: String,
+    advertised: (String, i32),
+    faults: FaultConfig,
+    stats: Arc<ProxyStats>,
+}
+
+impl Proxy {
+    /// Binds `listen`; clients are told to reconnect to `advertised` (default: the bound
+    /// address).
+    pub async fn bind(
+        listen: &str,
+        upstream: String,
+        advertised: Option<String>,
+        faults: FaultConfig,
+    ) -> Result<Self, ProxyError> {
+        let bind_error = |source| ProxyError::Bind {
+            address: listen.to_string(),
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        let advertised = match advertised {
+            Some(a) => {
+                split_host_port(&a).unwrap_or((local.ip().to_string(), i32::from(local.port())))
+            }
+            None => (local.ip().to_string(), i32::from(local.port())),
+        };
+        Ok(Self {
+            listener,
+            upstream,
+            advertised,
+            faults,
+            stats: Arc::new(ProxyStats::default()),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn stats(&self) -> Arc<ProxyStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Relays connections until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tracing::info!(
+            upstream = %self.upstream,
+            "exacta proxy listening on {}",
+            self.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        let shared = Arc::new(Shared {
+            upstream: self.upstream,
+            advertised: self.advertised,
+            faults: self.faults,
+            stats: Arc::clone(&self.stats),
+        });
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => {
+                    let Ok((client, peer)) = accepted else { continue };
+                    let n = shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        if let Err(e) = relay(client, &shared, n).await {
+                            tracing::debug!(%peer, error = %e, "proxied connection ended");
+                        }
+                    });
+                }
+            }
+        }
+        let s = &self.stats;
+        tracing::info!(
+            connections = s.connections.load(Ordering::Relaxed),
+            requests = s.requests.load(Ordering::Relaxed),
+            responses_dropped = s.responses_dropped.load(Ordering::Relaxed),
+            "proxy stopped"
+        );
+    }
+}
+
+struct Shared {
+    upstream: String,
+    advertised: (String, i32),
+    faults: FaultConfig,
+    stats: Arc<ProxyStats>,
+}
+
+/// Which API and version each outstanding correlation id belongs to.
+type InFlight = Arc<Mutex<HashMap<i32, (ApiKey, i16)>>>;
+
+async fn relay(client: TcpStream, shared: &Shared, connection: u64) -> std::io::Result<()> {
+    let upstream = TcpStream::connect(&shared.upstream).await?;
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    let (client_read, client_write) = client.into_split();
+    let (upstream_read, upstream_write) = upstream.into_split();
+    let in_flight: InFlight = Arc::default();
+    let mut rng = Rng::new(shared.faults.seed ^ connection.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    // Whichever direction ends first (EOF, error, or an injected cut) ends both.
+    tokio::select! {
+        r = requests(client_read, upstream_write, &in_flight, shared) => r,
+        r = responses(upstream_read, client_write, &in_flight, shared, &mut rng) => r,
+    }
+}
+
+async fn requests(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    in_flight: &InFlight,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    while let Some(frame) = read_frame(&mut from).await? {
+        if frame.len() >= 12 {
+            let key = i16::from_be_bytes([frame[4], frame[5]]);
+            let version = i16::from_be_bytes([frame[6], frame[7]]);
+            let correlation = i32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
+            if let Ok(key) = ApiKey::try_from(key) {
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(correlation, (key, version));
+            }
+        }
+        shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+        to.write_all(&frame).await?;
+    }
+    Ok(())
+}
+
+async fn responses(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    in_flight: &InFlight,
+    shared: &Shared,
+    rng: &mut Rng,
+) -> std::io::Result<()> {
+    while let Some(frame) = read_frame(&mut from).await? {
+        if frame.len() < 8 {
+            to.write_all(&frame).await?;
+            continue;
+        }
+        let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let api = in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&correlation);
+        let Some((key, version)) = api else {
+            to.write_all(&frame).await?;
+            continue;
+        };
+        if let Some(&p) = shared.faults.drop_response.get(&key) {
+            if rng.chance(p) {
+                shared
+                    .stats
+                    .responses_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(api = ?key, correlation, "fault: dropped response and cut the connection");
+                return Ok(());
+            }
+        }
+        let frame = if key == ApiKey::Metadata {
+            rewrite_metadata(&frame, version, &shared.advertised).unwrap_or(frame)
+        } else {
+            frame
+        };
+        to.write_all(&frame).await?;
+    }
+    Ok(())
+}
+
+/// Points every broker in a Metadata response at the proxy.
+fn rewrite_metadata(frame: &Bytes, version: i16, advertised: &(String, i32)) -> Option<Bytes> {
+    let mut body = frame.slice(4..);
+    let header_version = ApiKey::Metadata.response_header_version(version);
+    let header = ResponseHeader::decode(&mut body, header_version).ok()?;
+    let mut response = MetadataResponse::decode(&mut body, version).ok()?;
+    for broker in &mut response.brokers {
+        broker.host = StrBytes::from_string(advertised.0.clone());
+        broker.port = advertised.1;
+    }
+    exacta_wire::frame::encode_response(ApiKey::Metadata, version, header.correlation_id, &response)
+        .ok()
+}
+
+/// Reads one size-prefixed frame including its prefix; `None` at end of stream.
+async fn read_frame(from: &mut OwnedReadHalf) -> std::io::Result<Option<Bytes>> {
+    let mut prefix = [0u8; 4];
+    match from.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let size = i32::from_be_bytes(prefix);
+    if !(0..=512 << 20).contains(&size) {
+        return Err(std::io::Error::other(format!("frame size {size}")));
+    }
+    let mut buf = BytesMut::zeroed(4 + size as usize);
+    buf[..4].copy_from_slice(&prefix);
+    from.read_exact(&mut buf[4..]).await?;
+    Ok(Some(buf.freeze()))
+}
+
+fn split_host_port(address: &str) -> Option<(String, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.to_string(), port.parse::<u16>().ok()?.into()))
+}
+
+/// xorshift64*: small, seeded, good enough for fault decisions.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// Parses `api=rate` (e.g. `produce=0.05`); API names as Kafka's, case-insensitive.
+pub fn parse_drop_rule(rule: &str) -> Result<(ApiKey, f64), String> {
+    let (name, rate) = rule
+        .split_once('=')
+        .ok_or_else(|| format!("'{rule}' is not API=RATE"))?;
+    let rate: f64 = rate
+        .parse()
+        .map_err(|_| format!("'{rate}' is not a probability"))?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(format!("rate {rate} is outside 0..=1"));
+    }
+    let wanted = name.replace(['_', '-'], "").to_ascii_lowercase();
+    (0..100i16)
+        .filter_map(|k| ApiKey::try_from(k).ok())
+        .find(|k| format!("{k:?}").to_ascii_lowercase() == wanted)
+        .map(|k| (k, rate))
+        .ok_or_else(|| format!("unknown API '{name}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_rules_parse_kafka_api_names() {
+        assert_eq!(
+            parse_drop_rule("produce=0.05").unwrap(),
+            (ApiKey::Produce, 0.05)
+        );
+        assert_eq!(parse_drop_rule("EndTxn=1").unwrap(), (ApiKey::EndTxn, 1.0));
+        assert_eq!(
+            parse_drop_rule("add_partitions_to_txn=0.5").unwrap().0,
+            ApiKey::AddPartitionsToTxn
+        );
+        assert!(parse_drop_rule("produce").is_err());
+        assert!(parse_drop_rule("produce=2").is_err());
+        assert!(parse_drop_rule("nothing=0.1").is_err());
+    }
+
+    #[test]
+    fn seeded_decisions_repeat_and_follow_the_rate() {
+        let mut a = Rng::new(42);
+        let mut b = Rng::new(42);
+        let hits: Vec<bool> = (0..10_000).map(|_| a.chance(0.05)).collect();
+        assert_eq!(
+            hits,
+            (0..10_000).map(|_| b.chance(0.05)).collect::<Vec<_>>()
+        );
+        let n = hits.iter().filter(|&&h| h).count();
+        assert!((350..650).contains(&n), "{n} hits at 5%");
+    }
+}

@@ -1,0 +1,7 @@
+//! Coordinators: the parts of the broker that decide cluster-wide facts (which producer
+//! id a client gets; later, group membership and transaction outcomes) and must never
+//! forget them across restarts.
+//!
+//! - [`producer_ids`]: producer ids handed out from durable blocks.
+
+pub mod producer_ids;

@@ -208,6 +208,15 @@ def test_sequence_errors_have_kafka_codes(broker):
     assert produce(4, epoch=0, pid=pid) == (47, -1)  # INVALID_PRODUCER_EPOCH
     assert produce(5, pid=pid + 1000) == (59, -1)  # UNKNOWN_PRODUCER_ID
     assert read_partition_values_count(broker, "idem-raw") == 6
+    # InitProducerId v3 (flexible) naming the id and epoch it holds bumps the epoch (KIP-360).
+    body = b"\x00" + (60000).to_bytes(4, "big") + pid.to_bytes(8, "big") + (1).to_bytes(2, "big") + b"\x00"
+    _, resp = roundtrip(s, frame(22, 3, 3, body, flexible=True))
+    # Response header v1 carries a tagged-fields byte; then throttle, error, id, epoch.
+    error = int.from_bytes(resp[5:7], "big")
+    got_pid = int.from_bytes(resp[7:15], "big", signed=True)
+    got_epoch = int.from_bytes(resp[15:17], "big", signed=True)
+    assert (error, got_pid, got_epoch) == (0, pid, 2)
+    assert produce(0, epoch=2, pid=pid) == (0, 6)
 
 
 def read_partition_values_count(broker, topic):
@@ -215,3 +224,22 @@ def read_partition_values_count(broker, topic):
     lo, hi = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
     c.close()
     return hi - lo
+
+
+def test_idle_producers_expire(make_broker):
+    from kafka.admin import KafkaAdminClient
+    from kafka import TopicPartition as KTP
+
+    broker = make_broker("producer_id_expiration_ms = 1000\nretention_check_interval_ms = 100\n")
+    create(broker, "idem-expire", 1)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+    p.produce("idem-expire", value=b"x", partition=0)
+    assert p.flush(10) == 0
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    tp = KTP("idem-expire", 0)
+    assert len(admin.describe_producers([tp])[tp].active_producers) == 1
+    deadline = time.time() + 20
+    while admin.describe_producers([tp])[tp].active_producers and time.time() < deadline:
+        time.sleep(0.2)
+    assert admin.describe_producers([tp])[tp].active_producers == []
+    assert "expired idle producer ids" in broker.log()

@@ -33,7 +33,8 @@ def test_api_versions_v0_lists_every_served_api(broker):
     # Produce advertised from v0 like Kafka 4.0 (KAFKA-18659), served from v3.
     assert ranges[PRODUCE][0] == 0 and ranges[PRODUCE][1] >= 3
     assert ranges[1][0] <= 4  # Fetch v4 (librdkafka's floor for read_committed)
-    for unimplemented in (8, 9, 11, 22):  # groups and idempotence arrive in later issues
+    assert ranges[22] == (0, 5)  # InitProducerId
+    for unimplemented in (8, 9, 11, 24):  # groups and transactions arrive in later issues
         assert unimplemented not in ranges
 
 

@@ -3,5 +3,7 @@
 //! forget them across restarts.
 //!
 //! - [`producer_ids`]: producer ids handed out from durable blocks.
+//! - [`group`]: the consumer-group coordinator, a state machine over `__consumer_offsets`.
 
+pub mod group;
 pub mod producer_ids;

@@ -20,6 +20,9 @@ use bytes::Bytes;
 use exacta_types::ErrorCode;
 use serde::{Deserialize, Serialize};
 
+/// Per group: its last group record (if any) and its committed offsets.
+pub type DurableView = BTreeMap<String, (Option<GroupValue>, BTreeMap<(String, i32), OffsetValue>)>;
+
 /// Identifies a request whose reply may come later.
 pub type ReplyId = u64;
 
@@ -1325,9 +1328,7 @@ impl GroupCoordinator {
     }
 
     /// The durable view of every group (for replay-equivalence checks and tooling).
-    pub fn durable_view(
-        &self,
-    ) -> BTreeMap<String, (Option<GroupValue>, BTreeMap<(String, i32), OffsetValue>)> {
+    pub fn durable_view(&self) -> DurableView {
         self.groups
             .values()
             .map(|g| {

@@ -62,6 +62,18 @@ pub struct BrokerConfig {
     pub partitions_max_per_topic: i32,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout_ms: u64,
+    // Consumer groups.
+    /// Partitions of `__consumer_offsets` (`offsets.topic.num.partitions`), fixed once created.
+    pub offsets_topic_partitions: i32,
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// Wait for more members before an empty group's first generation.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// Members per group (`group.max.size`).
+    pub group_max_size: usize,
+    /// Offsets of an empty group are deleted this long after it became empty.
+    pub offsets_retention_minutes: i64,
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -89,6 +101,13 @@ impl Default for BrokerConfig {
             in_flight_requests_max: 64,
             partitions_max_per_topic: 10_000,
             shutdown_timeout_ms: 30_000,
+            offsets_topic_partitions: 16,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_max_size: 10_000,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -154,8 +173,34 @@ impl BrokerConfig {
                 "flush_interval_ms must be positive with flush_policy = \"interval\"".into(),
             );
         }
+        if self.offsets_topic_partitions < 1 || self.offsets_topic_partitions > 1000 {
+            return bad(format!(
+                "offsets_topic_partitions {} must be in 1..=1000",
+                self.offsets_topic_partitions
+            ));
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+        {
+            return bad("group_min_session_timeout_ms must be positive and at most group_max_session_timeout_ms".into());
+        }
+        if self.group_max_size == 0 || self.offsets_retention_minutes < 1 {
+            return bad("group_max_size and offsets_retention_minutes must be positive".into());
+        }
         crate::advertised_host_port(self.advertised()).map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> exacta_coordinator::group::GroupConfig {
+        exacta_coordinator::group::GroupConfig {
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            max_size: self.group_max_size,
+            offset_metadata_max_bytes: self.offset_metadata_max_bytes,
+            offsets_retention_ms: self.offsets_retention_minutes * 60_000,
+        }
     }
 
     /// The address given to clients.

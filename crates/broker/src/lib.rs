@@ -5,17 +5,26 @@
 //!   and are written back in order).
 //! - [`handlers`]: one module per Kafka API.
 //! - [`partitions`]: the partition manager: topics, their partition logs, high watermarks.
+//! - [`groups`]: the group coordinator runtime over `__consumer_offsets`.
 //! - [`flusher`]: group commit: one fsync covers every append waiting at that moment.
 //! - [`config`]: settings and their limits.
 
 pub mod config;
 pub mod flusher;
+pub mod groups;
 pub mod handlers;
 pub mod partitions;
 pub mod server;
 
 pub use config::{BrokerConfig, FlushPolicy};
 pub use server::Server;
+
+/// Everything a request handler may use.
+#[derive(Debug)]
+pub struct Node {
+    pub broker: std::sync::Arc<partitions::Broker>,
+    pub groups: std::sync::Arc<groups::GroupRuntime>,
+}
 
 /// Splits `host:port` for Metadata answers.
 pub fn advertised_host_port(address: &str) -> Result<(String, i32), String> {

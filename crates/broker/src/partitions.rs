@@ -462,6 +462,7 @@ impl Broker {
 
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
+        refuse_internal(name)?;
         let _admin = self.admin_lock();
         let topic = self.topic(name).ok_or_else(|| {
             ApiError::new(
@@ -491,6 +492,7 @@ impl Broker {
         count: i32,
         validate_only: bool,
     ) -> Result<(), ApiError> {
+        refuse_internal(name)?;
         let _admin = self.admin_lock();
         let topic = self.topic(name).ok_or_else(|| {
             ApiError::new(
@@ -647,6 +649,16 @@ impl Broker {
         tracing::info!(data_dir = %self.data_dir.display(), "storage closed cleanly");
         Ok(())
     }
+}
+
+fn refuse_internal(name: &str) -> Result<(), ApiError> {
+    if exacta_types::is_internal_topic(name) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("{name} is an internal topic managed by the broker"),
+        ));
+    }
+    Ok(())
 }
 
 /// Errors opening the data directory.

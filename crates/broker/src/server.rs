@@ -25,8 +25,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{BrokerConfig, FlushPolicy};
+use crate::groups::GroupRuntime;
 use crate::handlers::{api_versions, dispatch, Reply};
 use crate::partitions::{Broker, OpenError};
+use crate::Node;
 
 /// Why the server could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +42,15 @@ pub enum ServerError {
     },
     #[error("opening storage: {0}")]
     Open(#[from] OpenError),
+    #[error("loading the group coordinator: {0}")]
+    Groups(String),
     #[error("closing storage: {0}")]
     Close(#[from] exacta_log::LogError),
 }
 
 /// A bound, recovered broker, ready to serve.
 pub struct Server {
-    broker: Arc<Broker>,
+    node: Arc<Node>,
     listener: TcpListener,
 }
 
@@ -69,8 +73,21 @@ impl Server {
         if config.advertised_listener.is_none() {
             config.advertised_listener = Some(local.to_string());
         }
-        let broker = tokio::task::block_in_place(|| Broker::open(config))?;
-        Ok(Self { broker, listener })
+        let group_config = config.group_config();
+        let offsets_partitions = config.offsets_topic_partitions;
+        let node = tokio::task::block_in_place(|| -> Result<Node, ServerError> {
+            let broker = Broker::open(config)?;
+            let groups = GroupRuntime::open(Arc::clone(&broker), group_config, offsets_partitions)
+                .map_err(|e| ServerError::Groups(e.message))?;
+            Ok(Node {
+                broker,
+                groups: Arc::new(groups),
+            })
+        })?;
+        Ok(Self {
+            node: Arc::new(node),
+            listener,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -78,7 +95,7 @@ impl Server {
     }
 
     pub fn broker(&self) -> &Arc<Broker> {
-        &self.broker
+        &self.node.broker
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully.
@@ -86,7 +103,8 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let Server { broker, listener } = self;
+        let Server { node, listener } = self;
+        let broker = Arc::clone(&node.broker);
         let addr = listener.local_addr().ok();
         tracing::info!(
             listen = ?addr,
@@ -99,6 +117,7 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = JoinSet::new();
         background.spawn(retention_loop(Arc::clone(&broker)));
+        background.spawn(Arc::clone(&node.groups).tick_loop());
         if broker.config.flush_policy == FlushPolicy::Interval {
             background.spawn(flush_loop(Arc::clone(&broker)));
         }
@@ -116,11 +135,11 @@ impl Server {
                             continue;
                         }
                         connections_open.fetch_add(1, Ordering::AcqRel);
-                        let broker = Arc::clone(&broker);
+                        let node = Arc::clone(&node);
                         let stop = stop_rx.clone();
                         let open = Arc::clone(&connections_open);
                         connections.spawn(async move {
-                            serve_connection(stream, peer, broker, stop).await;
+                            serve_connection(stream, peer, node, stop).await;
                             open.fetch_sub(1, Ordering::AcqRel);
                         });
                     }
@@ -224,12 +243,12 @@ async fn read_frame(
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    broker: Arc<Broker>,
+    node: Arc<Node>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<Reply>(broker.config.in_flight_requests_max);
+    let (tx, mut rx) = mpsc::channel::<Reply>(node.broker.config.in_flight_requests_max);
     let writer = tokio::spawn(async move {
         let mut writer = BufWriter::with_capacity(64 << 10, writer);
         while let Some(reply) = rx.recv().await {
@@ -252,7 +271,7 @@ async fn serve_connection(
         let _ = writer.flush().await;
         let _ = writer.shutdown().await;
     });
-    let max = broker.config.frame_bytes_max;
+    let max = node.broker.config.frame_bytes_max;
     loop {
         let frame = tokio::select! {
             biased;
@@ -268,7 +287,7 @@ async fn serve_connection(
             }
         };
         let reply: Reply = match decode_request(frame) {
-            Ok((header, request)) => dispatch(&broker, &header, request),
+            Ok((header, request)) => dispatch(&node, peer, &header, request),
             Err(DecodeError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
                 version,

@@ -143,6 +143,13 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// Kafka's internal topics, written only by the broker.
+pub const INTERNAL_TOPICS: &[&str] = &["__consumer_offsets", "__transaction_state"];
+
+pub fn is_internal_topic(name: &str) -> bool {
+    INTERNAL_TOPICS.contains(&name)
+}
+
 /// Longest topic name Kafka accepts (249: room for a partition suffix in a file name).
 pub const TOPIC_NAME_LEN_MAX: usize = 249;
 

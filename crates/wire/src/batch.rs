@@ -295,6 +295,44 @@ pub fn build_producer_batch(
     buf.to_vec()
 }
 
+/// Builds an uncompressed batch of keyed records (a `None` value is a tombstone), as the
+/// broker writes to its internal topics.
+pub fn build_keyed_batch(entries: &[(Vec<u8>, Option<Vec<u8>>)], timestamp: i64) -> Vec<u8> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1i32.wrapping_add(i as i32),
+            timestamp,
+            key: Some(bytes::Bytes::copy_from_slice(key)),
+            value: value.as_deref().map(bytes::Bytes::copy_from_slice),
+            headers: Default::default(),
+            delete_horizon: false,
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding records into memory cannot fail");
+    buf.to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,31 +5,63 @@
 //! version gets a v0 answer listing our ranges) or close the connection with a warning.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeProducersRequest, FetchRequest,
-    IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest,
-    ProduceRequest, RequestHeader, ResponseHeader,
-};
+use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::versions;
 
-/// A decoded request of an API the broker serves.
-#[derive(Debug)]
-pub enum Request {
+/// Declares [`Request`] with one variant per served API, named as Kafka's `ApiKey`, and
+/// the decoder that picks the variant.
+macro_rules! requests {
+    ($($api:ident($ty:ty)),* $(,)?) => {
+        /// A decoded request of an API the broker serves.
+        #[derive(Debug)]
+        pub enum Request {
+            $($api($ty)),*
+        }
+
+        fn decode_body(api_key: ApiKey, body: &mut Bytes, version: i16) -> Option<anyhow::Result<Request>> {
+            match api_key {
+                $(ApiKey::$api => Some(<$ty>::decode(body, version).map(Request::$api)),)*
+                _ => None,
+            }
+        }
+
+        /// Encodes a default (empty) request body of `api_key` at `version`; for tests and
+        /// fuzzing seeds.
+        pub fn encode_default_body(api_key: ApiKey, version: i16, buf: &mut BytesMut) -> anyhow::Result<()> {
+            match api_key {
+                $(ApiKey::$api => <$ty>::default().encode(buf, version),)*
+                other => anyhow::bail!("{other:?} is not served"),
+            }
+        }
+    };
+}
+
+requests! {
     Produce(ProduceRequest),
     Fetch(FetchRequest),
     ListOffsets(ListOffsetsRequest),
     Metadata(MetadataRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    ListGroups(ListGroupsRequest),
     ApiVersions(ApiVersionsRequest),
     CreateTopics(CreateTopicsRequest),
     DeleteTopics(DeleteTopicsRequest),
+    InitProducerId(InitProducerIdRequest),
     DescribeConfigs(DescribeConfigsRequest),
     CreatePartitions(CreatePartitionsRequest),
+    DeleteGroups(DeleteGroupsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    OffsetDelete(OffsetDeleteRequest),
     DescribeCluster(DescribeClusterRequest),
-    InitProducerId(InitProducerIdRequest),
     DescribeProducers(DescribeProducersRequest),
 }
 
@@ -82,34 +114,9 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Request), Deco
     };
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(malformed)?;
-    let body = &mut frame;
-    let request = match api_key {
-        ApiKey::Produce => Request::Produce(decode(body, version).map_err(malformed)?),
-        ApiKey::Fetch => Request::Fetch(decode(body, version).map_err(malformed)?),
-        ApiKey::ListOffsets => Request::ListOffsets(decode(body, version).map_err(malformed)?),
-        ApiKey::Metadata => Request::Metadata(decode(body, version).map_err(malformed)?),
-        ApiKey::ApiVersions => Request::ApiVersions(decode(body, version).map_err(malformed)?),
-        ApiKey::CreateTopics => Request::CreateTopics(decode(body, version).map_err(malformed)?),
-        ApiKey::DeleteTopics => Request::DeleteTopics(decode(body, version).map_err(malformed)?),
-        ApiKey::DescribeConfigs => {
-            Request::DescribeConfigs(decode(body, version).map_err(malformed)?)
-        }
-        ApiKey::CreatePartitions => {
-            Request::CreatePartitions(decode(body, version).map_err(malformed)?)
-        }
-        ApiKey::IncrementalAlterConfigs => {
-            Request::IncrementalAlterConfigs(decode(body, version).map_err(malformed)?)
-        }
-        ApiKey::DescribeCluster => {
-            Request::DescribeCluster(decode(body, version).map_err(malformed)?)
-        }
-        ApiKey::InitProducerId => {
-            Request::InitProducerId(decode(body, version).map_err(malformed)?)
-        }
-        ApiKey::DescribeProducers => {
-            Request::DescribeProducers(decode(body, version).map_err(malformed)?)
-        }
-        _ => {
+    let request = match decode_body(api_key, &mut frame, version) {
+        Some(decoded) => decoded.map_err(malformed)?,
+        None => {
             return Err(DecodeError::UnsupportedVersion {
                 api_key,
                 version,
@@ -118,10 +125,6 @@ pub fn decode_request(mut frame: Bytes) -> Result<(RequestHeader, Request), Deco
         }
     };
     Ok((header, request))
-}
-
-fn decode<T: Decodable>(buf: &mut Bytes, version: i16) -> anyhow::Result<T> {
-    T::decode(buf, version)
 }
 
 /// Encodes a whole response frame: size prefix, response header, body.

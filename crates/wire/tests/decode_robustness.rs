@@ -4,17 +4,12 @@
 //! target `fuzz/fuzz_targets/decode_request.rs` explores further.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use exacta_wire::frame::decode_request;
+use exacta_wire::frame::{decode_request, encode_default_body};
 use exacta_wire::kafka_protocol::messages::*;
 use exacta_wire::kafka_protocol::protocol::{Encodable, StrBytes};
 use exacta_wire::versions::SUPPORTED;
 
 fn encode_default(key: ApiKey, version: i16) -> Bytes {
-    fn body<T: Encodable + Default>(buf: &mut BytesMut, version: i16) {
-        T::default()
-            .encode(buf, version)
-            .expect("default request encodes");
-    }
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
@@ -24,24 +19,7 @@ fn encode_default(key: ApiKey, version: i16) -> Bytes {
     header
         .encode(&mut buf, key.request_header_version(version))
         .expect("header encodes");
-    match key {
-        ApiKey::Produce => body::<ProduceRequest>(&mut buf, version),
-        ApiKey::Fetch => body::<FetchRequest>(&mut buf, version),
-        ApiKey::ListOffsets => body::<ListOffsetsRequest>(&mut buf, version),
-        ApiKey::Metadata => body::<MetadataRequest>(&mut buf, version),
-        ApiKey::ApiVersions => body::<ApiVersionsRequest>(&mut buf, version),
-        ApiKey::CreateTopics => body::<CreateTopicsRequest>(&mut buf, version),
-        ApiKey::DeleteTopics => body::<DeleteTopicsRequest>(&mut buf, version),
-        ApiKey::DescribeConfigs => body::<DescribeConfigsRequest>(&mut buf, version),
-        ApiKey::CreatePartitions => body::<CreatePartitionsRequest>(&mut buf, version),
-        ApiKey::IncrementalAlterConfigs => {
-            body::<IncrementalAlterConfigsRequest>(&mut buf, version)
-        }
-        ApiKey::DescribeCluster => body::<DescribeClusterRequest>(&mut buf, version),
-        ApiKey::InitProducerId => body::<InitProducerIdRequest>(&mut buf, version),
-        ApiKey::DescribeProducers => body::<DescribeProducersRequest>(&mut buf, version),
-        other => panic!("add {other:?} to this test"),
-    }
+    encode_default_body(key, version, &mut buf).expect("default request encodes");
     buf.freeze()
 }
 

@@ -87,7 +87,7 @@ fn describe(topic: &Topic, node: BrokerId) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(topic.name.clone()))))
         .with_topic_id(topic.id)
-        .with_is_internal(topic.name.starts_with("__"))
+        .with_is_internal(exacta_types::is_internal_topic(&topic.name))
         .with_topic_authorized_operations(i32::MIN)
         .with_partitions(
             topic

@@ -3,6 +3,7 @@
 //! wait (an fsync for acks=all, a long-polling fetch).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -11,20 +12,31 @@ use exacta_wire::frame::{encode_response, Request};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use crate::partitions::Broker;
+use crate::Node;
 
 pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
+pub mod describe_groups;
 pub mod describe_producers;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// The encoded response frame, `None` when the API sends none (acks=0 produce), or an
 /// error that closes the connection.
@@ -58,12 +70,19 @@ impl Ctx {
 }
 
 /// Routes a decoded request to its handler.
-pub fn dispatch(broker: &Arc<Broker>, header: &RequestHeader, request: Request) -> Reply {
+pub fn dispatch(
+    node: &Arc<Node>,
+    peer: SocketAddr,
+    header: &RequestHeader,
+    request: Request,
+) -> Reply {
     let ctx = Ctx {
         api_key: ApiKey::try_from(header.request_api_key).unwrap_or(ApiKey::ApiVersions),
         version: header.request_api_version,
         correlation_id: header.correlation_id,
     };
+    let broker = &node.broker;
+    let groups = &node.groups;
     match request {
         Request::ApiVersions(_) => ctx.ready(&api_versions::handle(ctx.version)),
         Request::Metadata(r) => ctx.ready(&metadata::handle(broker, r, ctx.version)),
@@ -78,7 +97,51 @@ pub fn dispatch(broker: &Arc<Broker>, header: &RequestHeader, request: Request) 
         Request::DescribeCluster(r) => ctx.ready(&describe_cluster::handle(broker, r)),
         Request::InitProducerId(r) => ctx.ready(&init_producer_id::handle(broker, r)),
         Request::DescribeProducers(r) => ctx.ready(&describe_producers::handle(broker, r)),
+        Request::FindCoordinator(r) => ctx.ready(&find_coordinator::handle(broker, r, ctx.version)),
+        Request::Heartbeat(r) => ctx.ready(&heartbeat::handle(groups, r)),
+        Request::ListGroups(r) => ctx.ready(&list_groups::handle(groups, r)),
+        Request::DescribeGroups(r) => ctx.ready(&describe_groups::handle(groups, r)),
+        Request::OffsetFetch(r) => ctx.ready(&offset_fetch::handle(groups, r, ctx.version)),
+        Request::JoinGroup(r) => {
+            let node = Arc::clone(node);
+            let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+            let host = format!("/{}", peer.ip());
+            Box::pin(async move {
+                let response =
+                    join_group::handle(&node.groups, r, ctx.version, client_id, host).await;
+                ctx.encode(&response)
+            })
+        }
+        Request::SyncGroup(r) => later(node, ctx, |n| async move {
+            sync_group::handle(&n.groups, r).await
+        }),
+        Request::LeaveGroup(r) => later(node, ctx, move |n| async move {
+            leave_group::handle(&n.groups, r, ctx.version).await
+        }),
+        Request::OffsetCommit(r) => later(node, ctx, |n| async move {
+            offset_commit::handle(&n.broker, &n.groups, r).await
+        }),
+        Request::OffsetDelete(r) => later(node, ctx, |n| async move {
+            offset_delete::handle(&n.groups, r).await
+        }),
+        Request::DeleteGroups(r) => later(node, ctx, |n| async move {
+            delete_groups::handle(&n.groups, r).await
+        }),
     }
+}
+
+/// A reply computed by an async handler that needs the node.
+fn later<T, F, Fut>(node: &Arc<Node>, ctx: Ctx, handler: F) -> Reply
+where
+    T: Encodable + Send + 'static,
+    F: FnOnce(Arc<Node>) -> Fut + Send + 'static,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let node = Arc::clone(node);
+    Box::pin(async move {
+        let response = handler(node).await;
+        ctx.encode(&response)
+    })
 }
 
 /// `Some(message)` for a response's nullable error message.

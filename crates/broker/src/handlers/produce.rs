@@ -87,6 +87,12 @@ fn append(
     topic: &str,
     data: PartitionProduceData,
 ) -> Result<(Arc<Partition>, exacta_log::AppendInfo), ApiError> {
+    if exacta_types::is_internal_topic(topic) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidTopicException,
+            format!("cannot append to internal topic {topic}"),
+        ));
+    }
     let partition = broker.partition(topic, data.index).ok_or_else(|| {
         ApiError::new(
             ErrorCode::UnknownTopicOrPartition,

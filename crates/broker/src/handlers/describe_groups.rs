@@ -1,0 +1,41 @@
+//! DescribeGroups (key 15): state, protocol and members with their metadata and assignment.
+//! An unknown group is reported as "Dead" with no members, as Kafka does.
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::groups::GroupRuntime;
+
+pub fn handle(groups: &GroupRuntime, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let mut response = DescribeGroupsResponse::default();
+    for id in request.groups {
+        let described = groups.with(|c| c.describe(&id));
+        let mut g = DescribedGroup::default()
+            .with_group_id(id)
+            .with_authorized_operations(i32::MIN);
+        match described {
+            None => g.group_state = StrBytes::from_static_str("Dead"),
+            Some(d) => {
+                g.group_state = StrBytes::from_static_str(d.state.name());
+                g.protocol_type = StrBytes::from_string(d.protocol_type);
+                g.protocol_data = StrBytes::from_string(d.protocol);
+                g.members = d
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        DescribedGroupMember::default()
+                            .with_member_id(StrBytes::from_string(m.member_id))
+                            .with_group_instance_id(m.instance_id.map(StrBytes::from_string))
+                            .with_client_id(StrBytes::from_string(m.client_id))
+                            .with_client_host(StrBytes::from_string(m.client_host))
+                            .with_member_metadata(m.metadata)
+                            .with_member_assignment(m.assignment)
+                    })
+                    .collect();
+            }
+        }
+        response.groups.push(g);
+    }
+    response
+}

@@ -1,0 +1,67 @@
+//! FindCoordinator (key 10): this broker coordinates every group. Single (v0-v3) and
+//! batched (v4+) forms. Transaction coordinators arrive with transactions.
+
+use exacta_types::ErrorCode;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::message;
+use crate::partitions::Broker;
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+pub fn handle(
+    broker: &Broker,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let (host, port) = crate::advertised_host_port(broker.config.advertised()).unwrap_or_default();
+    let node = BrokerId(broker.config.node_id);
+    let answer = |key: &StrBytes| -> (i16, Option<StrBytes>) {
+        if request.key_type != KEY_TYPE_GROUP {
+            return (
+                ErrorCode::CoordinatorNotAvailable.code(),
+                message("transaction coordinators are not served yet"),
+            );
+        }
+        if key.is_empty() {
+            return (ErrorCode::InvalidGroupId.code(), message("empty group id"));
+        }
+        (ErrorCode::None.code(), None)
+    };
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let (error_code, error_message) = answer(key);
+                Coordinator::default()
+                    .with_key(key.clone())
+                    .with_node_id(if error_code == 0 { node } else { BrokerId(-1) })
+                    .with_host(if error_code == 0 {
+                        StrBytes::from_string(host.clone())
+                    } else {
+                        StrBytes::default()
+                    })
+                    .with_port(if error_code == 0 { port } else { -1 })
+                    .with_error_code(error_code)
+                    .with_error_message(error_message)
+            })
+            .collect();
+    } else {
+        let (error_code, error_message) = answer(&request.key);
+        response.error_code = error_code;
+        response.error_message = error_message;
+        if error_code == 0 {
+            response.node_id = node;
+            response.host = StrBytes::from_string(host);
+            response.port = port;
+        } else {
+            response.node_id = BrokerId(-1);
+            response.port = -1;
+        }
+    }
+    response
+}

@@ -1,0 +1,20 @@
+//! Heartbeat (key 12): keeps a member's session alive; REBALANCE_IN_PROGRESS tells it to
+//! rejoin.
+
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use crate::groups::GroupRuntime;
+
+pub fn handle(groups: &GroupRuntime, request: HeartbeatRequest) -> HeartbeatResponse {
+    let now = crate::now_ms();
+    let error = groups.with(|c| {
+        c.heartbeat(
+            &request.group_id,
+            request.generation_id,
+            &request.member_id,
+            request.group_instance_id.as_deref(),
+            now,
+        )
+    });
+    HeartbeatResponse::default().with_error_code(error.code())
+}

@@ -1,0 +1,37 @@
+//! ListGroups (key 16), with the state (v4+) and type (v5+) filters.
+
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::groups::GroupRuntime;
+
+pub fn handle(groups: &GroupRuntime, request: ListGroupsRequest) -> ListGroupsResponse {
+    let listed = groups.with(|c| c.list_groups());
+    let mut response = ListGroupsResponse::default();
+    response.groups = listed
+        .into_iter()
+        .filter(|(_, _, state)| {
+            request.states_filter.is_empty()
+                || request
+                    .states_filter
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(state.name()))
+        })
+        .filter(|_| {
+            request.types_filter.is_empty()
+                || request
+                    .types_filter
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case("classic"))
+        })
+        .map(|(id, protocol_type, state)| {
+            ListedGroup::default()
+                .with_group_id(GroupId(StrBytes::from_string(id)))
+                .with_protocol_type(StrBytes::from_string(protocol_type))
+                .with_group_state(StrBytes::from_static_str(state.name()))
+                .with_group_type(StrBytes::from_static_str("classic"))
+        })
+        .collect();
+    response
+}

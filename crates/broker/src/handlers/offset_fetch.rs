@@ -1,0 +1,108 @@
+//! OffsetFetch (key 9): committed offsets of a group (v0-v7) or of several groups (v8+);
+//! a null topic list means every committed partition. Partitions without a commit get -1.
+
+use exacta_types::ErrorCode;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::groups::GroupRuntime;
+
+type Committed = Vec<(String, i32, Option<exacta_coordinator::group::OffsetValue>)>;
+
+fn fetch(groups: &GroupRuntime, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Committed {
+    groups.with(|c| c.fetch_offsets(group, wanted.as_deref()))
+}
+
+/// Groups (topic, partition, value) rows by topic, keeping first-seen order.
+fn by_topic(
+    rows: Committed,
+) -> Vec<(
+    String,
+    Vec<(i32, Option<exacta_coordinator::group::OffsetValue>)>,
+)> {
+    let mut out: Vec<(String, Vec<_>)> = Vec::new();
+    for (t, p, v) in rows {
+        match out.iter_mut().find(|(name, _)| *name == t) {
+            Some((_, ps)) => ps.push((p, v)),
+            None => out.push((t, vec![(p, v)])),
+        }
+    }
+    out
+}
+
+pub fn handle(
+    groups: &GroupRuntime,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let mut response = OffsetFetchResponse::default();
+    if version >= 8 {
+        for g in request.groups {
+            let wanted = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let rows = fetch(groups, &g.group_id, wanted);
+            let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id);
+            for (topic, parts) in by_topic(rows) {
+                group.topics.push(
+                    OffsetFetchResponseTopics::default()
+                        .with_name(TopicName(StrBytes::from_string(topic)))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, v)| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(v.as_ref().map_or(-1, |v| v.offset))
+                                        .with_committed_leader_epoch(
+                                            v.as_ref().map_or(-1, |v| v.leader_epoch),
+                                        )
+                                        .with_metadata(Some(StrBytes::from_string(
+                                            v.and_then(|v| v.metadata).unwrap_or_default(),
+                                        )))
+                                })
+                                .collect(),
+                        ),
+                );
+            }
+            response.groups.push(group);
+        }
+        return response;
+    }
+    let wanted = request.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let rows = fetch(groups, &request.group_id, wanted);
+    for (topic, parts) in by_topic(rows) {
+        response.topics.push(
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, v)| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(v.as_ref().map_or(-1, |v| v.offset))
+                                .with_committed_leader_epoch(
+                                    v.as_ref().map_or(-1, |v| v.leader_epoch),
+                                )
+                                .with_metadata(Some(StrBytes::from_string(
+                                    v.and_then(|v| v.metadata).unwrap_or_default(),
+                                )))
+                                .with_error_code(ErrorCode::None.code())
+                        })
+                        .collect(),
+                ),
+        );
+    }
+    response
+}

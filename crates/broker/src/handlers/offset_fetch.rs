@@ -11,7 +11,11 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::groups::GroupRuntime;
 
-type Committed = Vec<(String, i32, Option<exacta_coordinator::group::OffsetValue>)>;
+use exacta_coordinator::group::OffsetValue;
+
+type Committed = Vec<(String, i32, Option<OffsetValue>)>;
+/// Committed offsets grouped by topic: (topic, [(partition, offset)]).
+type ByTopic = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
 
 fn fetch(groups: &GroupRuntime, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Committed {
     groups.with(|c| c.fetch_offsets(group, wanted.as_deref()))

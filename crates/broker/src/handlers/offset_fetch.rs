@@ -22,12 +22,7 @@ fn fetch(groups: &GroupRuntime, group: &str, wanted: Option<Vec<(String, Vec<i32
 }
 
 /// Groups (topic, partition, value) rows by topic, keeping first-seen order.
-fn by_topic(
-    rows: Committed,
-) -> Vec<(
-    String,
-    Vec<(i32, Option<exacta_coordinator::group::OffsetValue>)>,
-)> {
+fn by_topic(rows: Committed) -> ByTopic {
     let mut out: Vec<(String, Vec<_>)> = Vec::new();
     for (t, p, v) in rows {
         match out.iter_mut().find(|(name, _)| *name == t) {

@@ -74,10 +74,8 @@ def test_librdkafka_produces_every_codec_stored_as_sent(broker, codec):
         for seg in broker.segment_files(topic, part):
             headers += read_batch_headers(seg)
         assert headers, "no batch on disk"
-        # librdkafka enables lz4 only for brokers serving FindCoordinator (its marker
-        # for Kafka >= 0.9); this flips to lz4 when the group coordinator lands.
-        expected = 0 if codec == "lz4" else CODECS[codec]
-        assert {attrs & 7 for _, _, attrs in headers} == {expected}
+        # (librdkafka sends lz4 only to brokers serving FindCoordinator, which we do.)
+        assert {attrs & 7 for _, _, attrs in headers} == {CODECS[codec]}
         assert headers[0][0] == 0
     # Read back with the other client library.
     c = kp_consumer(broker)

@@ -34,7 +34,8 @@ def test_api_versions_v0_lists_every_served_api(broker):
     assert ranges[PRODUCE][0] == 0 and ranges[PRODUCE][1] >= 3
     assert ranges[1][0] <= 4  # Fetch v4 (librdkafka's floor for read_committed)
     assert ranges[22] == (0, 5)  # InitProducerId
-    for unimplemented in (8, 9, 11, 24):  # groups and transactions arrive in later issues
+    assert ranges[11] == (0, 9) and ranges[10] == (0, 4)  # JoinGroup, FindCoordinator
+    for unimplemented in (24, 25, 26, 28):  # transactions arrive in a later issue
         assert unimplemented not in ranges
 
 

@@ -510,7 +510,13 @@ impl Group {
     }
 
     /// Starts (or keeps) a join phase.
-    fn prepare_rebalance(&mut self, now: i64, config: &GroupConfig, out: &mut Output) {
+    fn prepare_rebalance(
+        &mut self,
+        reason: &str,
+        now: i64,
+        config: &GroupConfig,
+        out: &mut Output,
+    ) {
         if self.state == GroupState::CompletingRebalance {
             // Members waiting for an assignment of the abandoned generation must rejoin.
             for m in self.members.values_mut() {
@@ -525,6 +531,7 @@ impl Group {
         if self.state == GroupState::PreparingRebalance {
             return;
         }
+        tracing::info!(group = %self.id, generation = self.generation, reason, "preparing rebalance");
         if self.state == GroupState::Empty {
             self.not_before = now + config.initial_rebalance_delay_ms;
             self.deadline = self.not_before.max(now + self.max_rebalance_timeout());
@@ -685,7 +692,6 @@ impl GroupCoordinator {
                             Reply::Sync(SyncResponse::error(ErrorCode::FencedInstanceId)),
                         ));
                     }
-                    let unchanged = member.value.protocols == member_value(&new_id).protocols;
                     let assignment = std::mem::take(&mut member.value.assignment);
                     member.value = MemberValue {
                         assignment,
@@ -702,7 +708,12 @@ impl GroupCoordinator {
                         .static_members
                         .insert(instance.clone(), new_id.clone());
                     group.members.insert(new_id.clone(), member);
-                    if group.state == GroupState::Stable && unchanged {
+                    // As Kafka: a stable group does not rebalance unless the protocol the
+                    // next generation would select changes (metadata such as owned
+                    // partitions may differ after a restart).
+                    if group.state == GroupState::Stable
+                        && group.select_protocol() == group.protocol
+                    {
                         // No rebalance: the member gets the current generation back and
                         // its old assignment on SyncGroup.
                         let mut response = group.join_response(&new_id);
@@ -714,7 +725,12 @@ impl GroupCoordinator {
                     if let Some(m) = group.members.get_mut(&new_id) {
                         m.join_reply = Some(reply);
                     }
-                    group.prepare_rebalance(now, &config, &mut out);
+                    group.prepare_rebalance(
+                        "static member rejoined with a protocol change",
+                        now,
+                        &config,
+                        &mut out,
+                    );
                     group.maybe_complete_join(now, &mut out);
                     return out;
                 }
@@ -798,7 +814,12 @@ impl GroupCoordinator {
             }
             _ => {
                 member.join_reply = Some(reply);
-                group.prepare_rebalance(now, &config, &mut out);
+                group.prepare_rebalance(
+                    "member rejoined with new metadata or as leader",
+                    now,
+                    &config,
+                    &mut out,
+                );
                 group.maybe_complete_join(now, &mut out);
             }
         }
@@ -826,7 +847,7 @@ impl GroupCoordinator {
                 sync_reply: None,
             },
         );
-        group.prepare_rebalance(now, config, out);
+        group.prepare_rebalance("member joined", now, config, out);
         group.maybe_complete_join(now, out);
     }
 
@@ -982,7 +1003,7 @@ impl GroupCoordinator {
             }
         }
         if removed {
-            group.prepare_rebalance(now, &config, &mut out);
+            group.prepare_rebalance("member left", now, &config, &mut out);
             group.maybe_complete_join(now, &mut out);
         }
         (errors, out)
@@ -1184,9 +1205,9 @@ impl GroupCoordinator {
                 for id in &laggards {
                     group.remove_member(id, &mut out, ErrorCode::RebalanceInProgress);
                 }
-                group.prepare_rebalance(now, &config, &mut out);
+                group.prepare_rebalance("members did not sync in time", now, &config, &mut out);
             } else if !expired.is_empty() && group.state != GroupState::Empty {
-                group.prepare_rebalance(now, &config, &mut out);
+                group.prepare_rebalance("member session expired", now, &config, &mut out);
             }
             group.maybe_complete_join(now, &mut out);
             if group.state == GroupState::Empty

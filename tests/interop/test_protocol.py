@@ -191,3 +191,37 @@ def test_metadata_does_not_auto_create_invalid_names(broker):
     _, resp = roundtrip(s, frame(METADATA, 4, 3, body))
     assert b"bad name!" in resp
     assert not (broker.data_dir / "bad name!-0").exists()
+
+
+def test_find_coordinator_single_and_batched(broker):
+    s = connect(broker)
+    # v1 (single key): key "grp", key_type 0.
+    _, body = roundtrip(s, frame(10, 1, 5, kstr("grp") + b"\x00"))
+    throttle, error = struct.unpack(">ih", body[:6])
+    assert error == 0
+    pos = 6 + 2  # skip the nullable error message (null: -1 length)
+    node, = struct.unpack(">i", body[pos:pos + 4])
+    assert node == 0
+    # v4 (batched, flexible): two group keys, one empty (INVALID_GROUP_ID).
+    keys = b"\x03" + b"\x02a" + b"\x01"  # compact array of 2: "a", ""
+    _, body = roundtrip(s, frame(10, 4, 6, b"\x00" + keys + b"\x00", flexible=True))
+    body = body[1:]  # response header v1 tagged fields
+    assert body[4] == 3  # compact array: 2 coordinators
+    pos = 5
+    results = []
+    for _ in range(2):
+        klen = body[pos] - 1
+        key = body[pos + 1:pos + 1 + klen].decode()
+        pos += 1 + klen
+        node, = struct.unpack(">i", body[pos:pos + 4])
+        pos += 4
+        hlen = body[pos] - 1
+        pos += 1 + hlen
+        port, err = struct.unpack(">ih", body[pos:pos + 6])
+        pos += 6
+        mlen = body[pos]
+        pos += 1 + max(mlen - 1, 0)
+        pos += 1  # tagged fields
+        results.append((key, node, port, err))
+    assert results[0] == ("a", 0, broker.port, 0)
+    assert results[1][0] == "" and results[1][3] == 24  # INVALID_GROUP_ID

@@ -205,3 +205,9 @@ def test_commit_fencing_and_admin_apis(make_broker):
     p.close()
     with pytest.raises(Exception):
         a.delete_topics(["__consumer_offsets"])["__consumer_offsets"].result(10)
+    # Offset records are never aged out (the topic is not compacted yet).
+    from confluent_kafka.admin import ConfigResource
+
+    res = ConfigResource(ConfigResource.Type.TOPIC, "__consumer_offsets")
+    configs = a.describe_configs([res])[res].result(10)
+    assert configs["retention.ms"].value == "-1" and configs["retention.bytes"].value == "-1"

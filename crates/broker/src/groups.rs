@@ -57,9 +57,16 @@ impl GroupRuntime {
         partitions: i32,
     ) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
+        // Never delete offset records by age or size: without compaction, retention would
+        // drop live commits.
+        let keep_forever: BTreeMap<String, String> =
+            [("retention.ms", "-1"), ("retention.bytes", "-1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let topic = match broker.topic(OFFSETS_TOPIC) {
             Some(t) => t,
-            None => broker.create_topic(OFFSETS_TOPIC, partitions, BTreeMap::new(), false)?,
+            None => broker.create_topic(OFFSETS_TOPIC, partitions, keep_forever, false)?,
         };
         let mut coordinator = GroupCoordinator::new(config);
         let now = crate::now_ms();

@@ -499,3 +499,21 @@ fn consumer_subscription_topics_are_parsed() {
     assert_eq!(subscription_topics(&meta), vec!["orders", "payments"]);
     assert!(subscription_topics(&[1, 2]).is_empty());
 }
+
+#[test]
+fn group_size_is_limited() {
+    let mut h = Harness::new();
+    h.c = GroupCoordinator::new(GroupConfig {
+        max_size: 1,
+        ..config()
+    });
+    let (_a, ja) = h.new_member(0);
+    assert_eq!(h.join_reply(ja).unwrap().error, ErrorCode::None);
+    let first = h.join(join_req("", None), 1);
+    let id = h.join_reply(first).unwrap().member_id.clone();
+    let second = h.join(join_req(&id, None), 1);
+    assert_eq!(
+        h.join_reply(second).unwrap().error,
+        ErrorCode::GroupMaxSizeReached
+    );
+}

@@ -155,8 +155,19 @@ impl PartitionLog {
         while offset < self.next_offset {
             let read = self.read(offset, 8 << 20, self.next_offset)?;
             let mut advanced = false;
-            for (_, h) in Batches::new(&read.records) {
-                if !h.is_control() {
+            for (at, h) in Batches::new(&read.records) {
+                if h.is_control() {
+                    let commit = exacta_wire::batch::marker_type(&read.records[at..at + h.size()]);
+                    if let Some(commit) = commit {
+                        self.producers.apply_marker(
+                            h.producer_id,
+                            h.producer_epoch,
+                            commit,
+                            h.base_offset,
+                            h.max_timestamp,
+                        );
+                    }
+                } else {
                     self.producers.apply(&h);
                 }
                 info.batches_replayed += 1;
@@ -263,6 +274,56 @@ impl PartitionLog {
             log_start_offset: self.log_start_offset(),
             duplicate: false,
         })
+    }
+
+    /// Appends a transaction marker for `producer_id` (the coordinator's WriteTxnMarkers)
+    /// and ends its open transaction here. Returns the marker's offset.
+    pub fn append_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, LogError> {
+        self.producers.check_marker(producer_id, producer_epoch)?;
+        let mut batch = exacta_wire::batch::build_control_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        );
+        let header = BatchHeader::parse(&batch).map_err(|e| LogError::CorruptMetadata {
+            path: self.dir.clone(),
+            reason: format!("building a marker: {e}"),
+        })?;
+        let offset = self.next_offset;
+        assign_offset(&mut batch, offset, 0);
+        let header = BatchHeader {
+            base_offset: offset,
+            partition_leader_epoch: 0,
+            ..header
+        };
+        self.maybe_roll(batch.len() as u64, now_ms)?;
+        self.active_mut().append(&batch, &header)?;
+        self.next_offset = offset + 1;
+        self.producers.apply_marker(
+            producer_id,
+            producer_epoch,
+            commit,
+            offset,
+            header.max_timestamp,
+        );
+        Ok(offset)
+    }
+
+    /// The last stable offset: below it every transaction is decided. It never passes
+    /// `high_watermark`.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.producers
+            .first_unstable_offset()
+            .map_or(high_watermark, |o| o.min(high_watermark))
     }
 
     fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<(), LogError> {
@@ -434,6 +495,8 @@ impl PartitionLog {
         }
         if deleted > 0 {
             crate::sync_dir(&self.dir)?;
+            let start = self.log_start_offset();
+            self.producers.truncate_aborted_before(start);
         }
         Ok(deleted)
     }

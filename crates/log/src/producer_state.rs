@@ -22,7 +22,7 @@ use exacta_wire::batch::BatchHeader;
 pub const BATCHES_RETAINED: usize = 5;
 pub const NO_SEQUENCE: i32 = -1;
 
-const SNAPSHOT_VERSION: u16 = 1;
+const SNAPSHOT_VERSION: u16 = 2;
 
 /// Offsets and sequences of one appended batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,18 @@ pub struct ProducerEntry {
     /// Max timestamp of the producer's last batch (Kafka's `lastTimestamp`); drives expiry.
     /// Taken from the batch, not the broker clock, so replay rebuilds it exactly.
     pub last_timestamp: i64,
+    /// First offset of the producer's open transaction in this partition, -1 if none.
+    pub current_txn_first_offset: i64,
+}
+
+/// A transaction aborted in this partition: the range `read_committed` readers skip for
+/// this producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// Offset of the abort marker.
+    pub last_offset: i64,
 }
 
 impl ProducerEntry {
@@ -100,6 +112,9 @@ fn in_sequence(last: i32, next: i32) -> bool {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateManager {
     producers: BTreeMap<i64, ProducerEntry>,
+    /// Aborted transactions, in marker order (Kafka keeps them in `.txnindex` files; here
+    /// they travel with the producer snapshot and are rebuilt by replay).
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerStateManager {
@@ -132,13 +147,97 @@ impl ProducerStateManager {
             .entry(h.producer_id)
             .or_insert_with(|| empty_entry(h));
         push(entry, h);
+        if h.is_transactional() && entry.current_txn_first_offset < 0 {
+            entry.current_txn_first_offset = h.base_offset;
+        }
+    }
+
+    /// Checks a transaction marker from the coordinator: its epoch may not be older than
+    /// the producer's.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {
+        match self.producers.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(SequenceError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current: e.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends the producer's open transaction at the marker at `marker_offset`; an abort is
+    /// remembered for `read_committed` readers. Also used by recovery.
+    pub fn apply_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        marker_offset: i64,
+        timestamp: i64,
+    ) {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                producer_id,
+                epoch,
+                batches: VecDeque::new(),
+                last_timestamp: timestamp,
+                current_txn_first_offset: -1,
+            });
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp = entry.last_timestamp.max(timestamp);
+        let first = std::mem::replace(&mut entry.current_txn_first_offset, -1);
+        if !commit && first >= 0 {
+            self.aborted.push(AbortedTxn {
+                producer_id,
+                first_offset: first,
+                last_offset: marker_offset,
+            });
+        }
+    }
+
+    /// The first offset of the oldest open transaction, if any: the last stable offset
+    /// cannot pass it.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.producers
+            .values()
+            .map(|e| e.current_txn_first_offset)
+            .filter(|&o| o >= 0)
+            .min()
+    }
+
+    /// Producers with an open transaction in this partition.
+    pub fn ongoing(&self) -> impl Iterator<Item = &ProducerEntry> {
+        self.producers
+            .values()
+            .filter(|e| e.current_txn_first_offset >= 0)
+    }
+
+    /// Aborted transactions overlapping `[from, to)`.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .iter()
+            .filter(|a| a.last_offset >= from && a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions that ended before the log start (retention).
+    pub fn truncate_aborted_before(&mut self, log_start_offset: i64) {
+        self.aborted.retain(|a| a.last_offset >= log_start_offset);
     }
 
     /// Forgets producers idle for `expiration_ms`; returns how many.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| now_ms - e.last_timestamp < expiration_ms);
+        // A producer with an open transaction is kept: its first offset holds the LSO.
+        self.producers.retain(|_, e| {
+            e.current_txn_first_offset >= 0 || now_ms - e.last_timestamp < expiration_ms
+        });
         before - self.producers.len()
     }
 
@@ -166,6 +265,7 @@ impl ProducerStateManager {
             body.extend_from_slice(&e.producer_id.to_be_bytes());
             body.extend_from_slice(&e.epoch.to_be_bytes());
             body.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            body.extend_from_slice(&e.current_txn_first_offset.to_be_bytes());
             body.push(e.batches.len() as u8);
             for b in &e.batches {
                 body.extend_from_slice(&b.first_sequence.to_be_bytes());
@@ -174,6 +274,12 @@ impl ProducerStateManager {
                 body.extend_from_slice(&b.last_offset.to_be_bytes());
                 body.extend_from_slice(&b.max_timestamp.to_be_bytes());
             }
+        }
+        body.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            body.extend_from_slice(&a.producer_id.to_be_bytes());
+            body.extend_from_slice(&a.first_offset.to_be_bytes());
+            body.extend_from_slice(&a.last_offset.to_be_bytes());
         }
         let mut out = Vec::with_capacity(body.len() + 6);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
@@ -199,6 +305,7 @@ impl ProducerStateManager {
             let producer_id = i64::from_be_bytes(r.take()?);
             let epoch = i16::from_be_bytes(r.take()?);
             let last_timestamp = i64::from_be_bytes(r.take()?);
+            let current_txn_first_offset = i64::from_be_bytes(r.take()?);
             let [n] = r.take::<1>()?;
             let mut batches = VecDeque::with_capacity(usize::from(n).min(BATCHES_RETAINED));
             for _ in 0..n {
@@ -217,13 +324,23 @@ impl ProducerStateManager {
                     epoch,
                     batches,
                     last_timestamp,
+                    current_txn_first_offset,
                 },
             );
+        }
+        let aborted_count = u32::from_be_bytes(r.take()?);
+        let mut aborted = Vec::new();
+        for _ in 0..aborted_count {
+            aborted.push(AbortedTxn {
+                producer_id: i64::from_be_bytes(r.take()?),
+                first_offset: i64::from_be_bytes(r.take()?),
+                last_offset: i64::from_be_bytes(r.take()?),
+            });
         }
         if r.at != bytes.len() {
             return Err("trailing bytes after the snapshot".into());
         }
-        Ok(Self { producers })
+        Ok(Self { producers, aborted })
     }
 }
 
@@ -278,6 +395,7 @@ fn empty_entry(h: &BatchHeader) -> ProducerEntry {
         epoch: h.producer_epoch,
         batches: VecDeque::with_capacity(BATCHES_RETAINED),
         last_timestamp: -1,
+        current_txn_first_offset: -1,
     }
 }
 

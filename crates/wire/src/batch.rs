@@ -258,14 +258,39 @@ pub fn build_producer_batch(
     values: &[Vec<u8>],
     first_timestamp: i64,
     compression: kafka_protocol::records::Compression,
+    producer: (i64, i16, i32),
+) -> Vec<u8> {
+    encode_values(values, first_timestamp, compression, producer, false)
+}
+
+/// As [`build_producer_batch`], inside a transaction.
+pub fn build_transactional_batch(
+    values: &[Vec<u8>],
+    first_timestamp: i64,
+    producer: (i64, i16, i32),
+) -> Vec<u8> {
+    encode_values(
+        values,
+        first_timestamp,
+        kafka_protocol::records::Compression::None,
+        producer,
+        true,
+    )
+}
+
+fn encode_values(
+    values: &[Vec<u8>],
+    first_timestamp: i64,
+    compression: kafka_protocol::records::Compression,
     (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+    transactional: bool,
 ) -> Vec<u8> {
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, value)| Record {
-            transactional: false,
+            transactional,
             control: false,
             partition_leader_epoch: 0,
             producer_id,
@@ -333,6 +358,61 @@ pub fn build_keyed_batch(entries: &[(Vec<u8>, Option<Vec<u8>>)], timestamp: i64)
     buf.to_vec()
 }
 
+/// Builds a transaction marker (a control batch with one control record) as Kafka's
+/// WriteTxnMarkers writes it: key `(version 0, type)`, type 0 = abort, 1 = commit; value
+/// `(version 0, coordinator epoch)`.
+pub fn build_control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(commit).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        partition_leader_epoch: 0,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(bytes::Bytes::from(key)),
+        value: Some(bytes::Bytes::from(value)),
+        headers: Default::default(),
+        delete_horizon: false,
+    };
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        std::slice::from_ref(&record),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding records into memory cannot fail");
+    buf.to_vec()
+}
+
+/// For a control batch: `Some(true)` for a commit marker, `Some(false)` for an abort.
+pub fn marker_type(batch: &[u8]) -> Option<bool> {
+    let mut buf = bytes::Bytes::copy_from_slice(batch);
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
+    let key = set.records.first()?.key.as_ref()?;
+    (key.len() >= 4).then(|| i16::from_be_bytes([key[2], key[3]]) == 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,6 +438,22 @@ mod tests {
             assert_eq!(header.last_offset_delta, 9);
             assert_eq!(header.size(), buf.len());
             assert_eq!(header.compression(), codec as i16);
+        }
+    }
+
+    #[test]
+    fn control_batches_carry_their_marker() {
+        for commit in [true, false] {
+            let buf = build_control_batch(42, 3, commit, 7, 1000);
+            let header = BatchHeader::parse_and_verify(&buf).unwrap();
+            assert!(header.is_control() && header.is_transactional());
+            assert_eq!((header.producer_id, header.producer_epoch), (42, 3));
+            assert_eq!(marker_type(&buf), Some(commit));
+            // Clients may not send one.
+            assert_eq!(
+                validate_produced(&buf),
+                Err(BatchError::ControlBatchFromClient)
+            );
         }
     }
 

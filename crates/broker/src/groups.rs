@@ -30,6 +30,8 @@ struct Inner {
     coordinator: GroupCoordinator,
     /// Per offsets partition, offset records appended but not yet durable, in log order.
     pending: BTreeMap<i32, VecDeque<(i64, Vec<Record>)>>,
+    /// Offsets committed inside a transaction, per producer id, until its marker.
+    txn_offsets: HashMap<i64, Vec<Record>>,
 }
 
 /// The group coordinator of this broker.
@@ -69,6 +71,7 @@ impl GroupRuntime {
             None => broker.create_topic(OFFSETS_TOPIC, partitions, keep_forever, false)?,
         };
         let mut coordinator = GroupCoordinator::new(config);
+        let mut txn_offsets: HashMap<i64, Vec<Record>> = HashMap::new();
         let now = crate::now_ms();
         let mut loaded = 0usize;
         for partition in &topic.partitions {
@@ -91,7 +94,21 @@ impl GroupRuntime {
                     for record in set.records {
                         offset = record.offset + 1;
                         let Some(key) = record.key else { continue };
+                        if record.control {
+                            // A transaction marker: its offsets become visible or vanish.
+                            let commit =
+                                key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 1;
+                            for r in txn_offsets.remove(&record.producer_id).unwrap_or_default() {
+                                if commit {
+                                    coordinator.apply(&r, now);
+                                }
+                            }
+                            continue;
+                        }
                         match Record::from_key_value(&key, record.value.as_deref()) {
+                            Ok(r) if record.transactional => {
+                                txn_offsets.entry(record.producer_id).or_default().push(r);
+                            }
                             Ok(r) => {
                                 coordinator.apply(&r, now);
                                 loaded += 1;
@@ -119,6 +136,7 @@ impl GroupRuntime {
             inner: Mutex::new(Inner {
                 coordinator,
                 pending: BTreeMap::new(),
+                txn_offsets,
             }),
             replies: Mutex::new(HashMap::new()),
             next_reply: AtomicU64::new(1),
@@ -214,7 +232,7 @@ impl GroupRuntime {
             let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
                 records.iter().map(Record::to_key_value).collect();
             let mut batch =
-                BytesMut::from(&exacta_wire::batch::build_keyed_batch(&entries, now)[..]);
+                BytesMut::from(&exacta_wire::batch::build_keyed_batch(&entries, now, None)[..]);
             let info = partition.append(&mut batch)?;
             let offsets: Vec<Record> = records
                 .into_iter()
@@ -239,6 +257,7 @@ impl GroupRuntime {
         let Inner {
             coordinator,
             pending,
+            ..
         } = &mut *inner;
         for (index, queue) in pending.iter_mut() {
             let Some(partition) = self.broker.partition(OFFSETS_TOPIC, *index) else {
@@ -282,5 +301,85 @@ impl GroupRuntime {
 
     pub fn partitions(&self) -> i32 {
         self.partitions
+    }
+
+    /// The offsets partition of a group.
+    pub fn partition_of(&self, group: &str) -> i32 {
+        partition_for(group, self.partitions)
+    }
+
+    /// TxnOffsetCommit: checks the member like OffsetCommit (when the client sent member
+    /// information, KIP-447), then writes the offsets as a transactional batch of
+    /// `producer_id`. They stay invisible until the transaction's marker.
+    pub async fn commit_txn_offsets(
+        &self,
+        group: &str,
+        producer_id: i64,
+        epoch: i16,
+        member: Option<(i32, String, Option<String>)>,
+        partitions: &[exacta_coordinator::group::CommitPartition],
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let now = crate::now_ms();
+        let wait = {
+            let mut inner = self.lock();
+            let (generation, member_id, instance) = member.unwrap_or((-1, String::new(), None));
+            let results = inner.coordinator.validate_txn_commit(
+                group,
+                generation,
+                &member_id,
+                instance.as_deref(),
+                partitions,
+                now,
+            )?;
+            let records: Vec<Record> = results.iter().filter_map(|(_, r)| r.clone()).collect();
+            let codes: Vec<ErrorCode> = results.iter().map(|(e, _)| *e).collect();
+            if records.is_empty() {
+                return Ok(codes);
+            }
+            let index = partition_for(group, self.partitions);
+            let partition = self
+                .broker
+                .partition(OFFSETS_TOPIC, index)
+                .ok_or(ErrorCode::CoordinatorNotAvailable)?;
+            let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+                records.iter().map(Record::to_key_value).collect();
+            let mut batch = BytesMut::from(
+                &exacta_wire::batch::build_keyed_batch(&entries, now, Some((producer_id, epoch)))[..],
+            );
+            let info = partition
+                .append_from_coordinator(&mut batch)
+                .map_err(|e| e.code)?;
+            inner
+                .txn_offsets
+                .entry(producer_id)
+                .or_default()
+                .extend(records);
+            (partition, info.last_offset, codes)
+        };
+        let (partition, last, codes) = wait;
+        partition.wait_for_high_watermark(last).await;
+        Ok(codes)
+    }
+
+    /// After a transaction marker reached the offsets partition: commit makes the
+    /// producer's pending offsets visible, abort drops them.
+    pub fn end_txn(&self, producer_id: i64, commit: bool) {
+        let now = crate::now_ms();
+        let mut inner = self.lock();
+        let records = inner.txn_offsets.remove(&producer_id).unwrap_or_default();
+        if commit {
+            for r in &records {
+                inner.coordinator.apply(r, now);
+            }
+        }
+    }
+
+    /// Whether an open transaction holds an offset commit for the partition
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let inner = self.lock();
+        inner.txn_offsets.values().flatten().any(|r| {
+            matches!(r, Record::Offset { group: g, topic: t, partition: p, .. } if g == group && t == topic && *p == partition)
+        })
     }
 }

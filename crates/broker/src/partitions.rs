@@ -67,6 +67,16 @@ impl From<LogError> for ApiError {
     }
 }
 
+/// What a fetch sees of a partition.
+#[derive(Debug)]
+pub struct IsolatedRead {
+    pub result: ReadResult,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    /// `read_committed` only: aborted transactions overlapping the returned records.
+    pub aborted: Option<Vec<exacta_log::producer_state::AbortedTxn>>,
+}
+
 /// One partition: its log and its high watermark.
 #[derive(Debug)]
 pub struct Partition {
@@ -91,13 +101,8 @@ impl Partition {
     /// Appends validated batches; with `flush_policy = "always"` queues a group fsync.
     pub fn append(self: &Arc<Self>, batches: &mut [u8]) -> Result<AppendInfo, ApiError> {
         let info = self.log().append(batches, crate::now_ms())?;
-        match &self.flusher {
-            Some(flusher) => {
-                if !self.flush_queued.swap(true, Ordering::AcqRel) {
-                    flusher.enqueue(Arc::clone(self));
-                }
-            }
-            None => self.advance_high_watermark(info.last_offset + 1),
+        if !info.duplicate {
+            self.after_append(info.last_offset);
         }
         Ok(info)
     }
@@ -138,22 +143,93 @@ impl Partition {
         let _ = rx.wait_for(|&hw| hw > offset).await;
     }
 
-    /// Reads whole batches below the HW.
+    /// Reads whole batches below the HW (`read_uncommitted`).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(ReadResult, i64), ApiError> {
+        let read = self.read_isolated(offset, max_bytes, false)?;
+        Ok((read.result, read.high_watermark))
+    }
+
+    /// Reads whole batches below the HW, or below the last stable offset for
+    /// `read_committed`, with the aborted transactions overlapping what was returned. Data,
+    /// LSO and aborted list come from one view of the log (one lock).
+    pub fn read_isolated(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        committed: bool,
+    ) -> Result<IsolatedRead, ApiError> {
         let hw = self.high_watermark();
         let log = self.log();
-        if offset > hw && offset <= log.log_end_offset() {
+        let lso = log.last_stable_offset(hw);
+        let upper = if committed { lso } else { hw };
+        let result = if offset > upper && offset <= log.log_end_offset() {
             // Written but not yet visible: nothing to return yet, not an error.
-            return Ok((
-                ReadResult {
-                    records: Default::default(),
-                    log_start_offset: log.log_start_offset(),
-                    log_end_offset: log.log_end_offset(),
-                },
-                hw,
-            ));
+            ReadResult {
+                records: Default::default(),
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: log.log_end_offset(),
+            }
+        } else {
+            log.read(offset, max_bytes, upper)?
+        };
+        let aborted = if committed {
+            let end = exacta_wire::batch::Batches::new(&result.records)
+                .last()
+                .map_or(offset, |(_, h)| h.last_offset() + 1);
+            Some(log.producer_state().aborted_between(offset, end))
+        } else {
+            None
+        };
+        Ok(IsolatedRead {
+            result,
+            high_watermark: hw,
+            last_stable_offset: lso,
+            aborted,
+        })
+    }
+
+    /// The last stable offset (the high watermark when no transaction is open).
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.log().last_stable_offset(hw)
+    }
+
+    /// Appends batches a coordinator writes for a producer (transactional offsets).
+    pub fn append_from_coordinator(
+        self: &Arc<Self>,
+        batches: &mut [u8],
+    ) -> Result<exacta_log::AppendInfo, ApiError> {
+        let info = self
+            .log()
+            .append_from_coordinator(batches, crate::now_ms())?;
+        self.after_append(info.last_offset);
+        Ok(info)
+    }
+
+    /// Writes a transaction marker; with `flush_policy = "always"` queues a group fsync.
+    /// Returns the marker's offset (durable once the HW passes it).
+    pub fn append_marker(
+        self: &Arc<Self>,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<i64, ApiError> {
+        let offset = self
+            .log()
+            .append_marker(producer_id, epoch, commit, 0, crate::now_ms())?;
+        self.after_append(offset);
+        Ok(offset)
+    }
+
+    fn after_append(self: &Arc<Self>, last_offset: i64) {
+        match &self.flusher {
+            Some(flusher) => {
+                if !self.flush_queued.swap(true, Ordering::AcqRel) {
+                    flusher.enqueue(Arc::clone(self));
+                }
+            }
+            None => self.advance_high_watermark(last_offset + 1),
         }
-        Ok((log.read(offset, max_bytes, hw)?, hw))
     }
 
     pub fn log_start_offset(&self) -> i64 {

@@ -1051,7 +1051,53 @@ impl GroupCoordinator {
                 m.last_heartbeat = now;
             }
         }
-        Ok(partitions
+        Ok(self.offset_records(group_id, partitions, now))
+    }
+
+    /// Checks a TxnOffsetCommit. With member information (generation >= 0 or a member id)
+    /// the same generation and member checks as OffsetCommit apply (KIP-447); without it
+    /// only the metadata size is checked. Does not touch the group's state.
+    pub fn validate_txn_commit(
+        &mut self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        partitions: &[CommitPartition],
+        now: i64,
+    ) -> Result<Vec<(ErrorCode, Option<Record>)>, ErrorCode> {
+        if generation >= 0 || !member_id.is_empty() {
+            let group = self
+                .groups
+                .get(group_id)
+                .ok_or(ErrorCode::IllegalGeneration)?;
+            if let Some(instance) = instance_id {
+                if group
+                    .static_members
+                    .get(instance)
+                    .is_some_and(|id| id != member_id)
+                {
+                    return Err(ErrorCode::FencedInstanceId);
+                }
+            }
+            if !group.members.contains_key(member_id) {
+                return Err(ErrorCode::UnknownMemberId);
+            }
+            if generation != group.generation {
+                return Err(ErrorCode::IllegalGeneration);
+            }
+        }
+        Ok(self.offset_records(group_id, partitions, now))
+    }
+
+    /// An offset record per partition, or OFFSET_METADATA_TOO_LARGE.
+    fn offset_records(
+        &self,
+        group_id: &str,
+        partitions: &[CommitPartition],
+        now: i64,
+    ) -> Vec<(ErrorCode, Option<Record>)> {
+        partitions
             .iter()
             .map(|p| {
                 if p.metadata
@@ -1075,7 +1121,7 @@ impl GroupCoordinator {
                     }),
                 )
             })
-            .collect())
+            .collect()
     }
 
     /// Applies a durable record: during replay every record, live only offset records

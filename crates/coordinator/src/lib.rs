@@ -4,6 +4,8 @@
 //!
 //! - [`producer_ids`]: producer ids handed out from durable blocks.
 //! - [`group`]: the consumer-group coordinator, a state machine over `__consumer_offsets`.
+//! - [`txn`]: the transaction coordinator, a state machine over `__transaction_state`.
 
 pub mod group;
 pub mod producer_ids;
+pub mod txn;

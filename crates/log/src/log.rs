@@ -167,6 +167,8 @@ impl PartitionLog {
                             h.max_timestamp,
                         );
                     }
+                } else if h.base_sequence < 0 {
+                    self.producers.apply_coordinator(&h);
                 } else {
                     self.producers.apply(&h);
                 }
@@ -266,6 +268,46 @@ impl PartitionLog {
             self.active_mut().append(batch, &header)?;
             self.next_offset = header.last_offset() + 1;
             self.producers.apply(&header);
+            position += size;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: self.next_offset - 1,
+            log_start_offset: self.log_start_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// Appends batches a coordinator writes for a producer (transactional offset commits):
+    /// no sequence checks, the producer's epoch must be current.
+    pub fn append_from_coordinator(
+        &mut self,
+        batches: &mut [u8],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let base_offset = self.next_offset;
+        let mut position = 0;
+        while position < batches.len() {
+            let header = BatchHeader::parse(&batches[position..]).map_err(|e| {
+                LogError::CorruptMetadata {
+                    path: self.dir.clone(),
+                    reason: format!("append of an unvalidated batch: {e}"),
+                }
+            })?;
+            self.producers
+                .check_marker(header.producer_id, header.producer_epoch)?;
+            let size = header.size();
+            let batch = &mut batches[position..position + size];
+            assign_offset(batch, self.next_offset, 0);
+            let header = BatchHeader {
+                base_offset: self.next_offset,
+                partition_leader_epoch: 0,
+                ..header
+            };
+            self.maybe_roll(size as u64, now_ms)?;
+            self.active_mut().append(batch, &header)?;
+            self.next_offset = header.last_offset() + 1;
+            self.producers.apply_coordinator(&header);
             position += size;
         }
         Ok(AppendInfo {

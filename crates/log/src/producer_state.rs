@@ -152,6 +152,26 @@ impl ProducerStateManager {
         }
     }
 
+    /// Records a batch written by a coordinator on the producer's behalf (transactional
+    /// offset commits): no sequence, but it opens the producer's transaction here.
+    pub fn apply_coordinator(&mut self, h: &BatchHeader) {
+        if h.producer_id < 0 {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| empty_entry(h));
+        if h.producer_epoch > entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
+        if h.is_transactional() && entry.current_txn_first_offset < 0 {
+            entry.current_txn_first_offset = h.base_offset;
+        }
+    }
+
     /// Checks a transaction marker from the coordinator: its epoch may not be older than
     /// the producer's.
     pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {

@@ -321,8 +321,14 @@ fn encode_values(
 }
 
 /// Builds an uncompressed batch of keyed records (a `None` value is a tombstone), as the
-/// broker writes to its internal topics.
-pub fn build_keyed_batch(entries: &[(Vec<u8>, Option<Vec<u8>>)], timestamp: i64) -> Vec<u8> {
+/// broker writes to its internal topics; with a producer `(id, epoch)` it is a
+/// transactional batch written on that producer's behalf (no sequence).
+pub fn build_keyed_batch(
+    entries: &[(Vec<u8>, Option<Vec<u8>>)],
+    timestamp: i64,
+    transactional_producer: Option<(i64, i16)>,
+) -> Vec<u8> {
+    let (producer_id, producer_epoch) = transactional_producer.unwrap_or((-1, -1));
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -330,11 +336,11 @@ pub fn build_keyed_batch(entries: &[(Vec<u8>, Option<Vec<u8>>)], timestamp: i64)
         .iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: transactional_producer.is_some(),
             control: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: -1i32.wrapping_add(i as i32),

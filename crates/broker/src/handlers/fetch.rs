@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use exacta_types::ErrorCode;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 
 use super::{Ctx, Reply};
 use crate::partitions::{ApiError, Broker, Topic};
@@ -86,33 +88,40 @@ fn build(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespons
                 continue;
             };
             let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
-            let result = if limit == 0 && total > 0 {
-                // Out of response budget: report the offsets, no records.
-                Ok(None)
+            let committed = request.isolation_level == READ_COMMITTED;
+            // Out of response budget: report the offsets, no records.
+            let budget = if limit == 0 && total > 0 {
+                0
             } else {
-                partition.read(p.fetch_offset, limit.max(1)).map(Some)
+                limit.max(1)
             };
-            match result {
+            match partition.read_isolated(p.fetch_offset, budget, committed) {
                 Ok(read) => {
-                    let hw = partition.high_watermark();
-                    data.high_watermark = hw;
-                    data.last_stable_offset = hw;
-                    data.log_start_offset = partition.log_start_offset();
-                    if let Some((read, _)) = read {
-                        let len = read.records.len();
-                        // Only the first non-empty partition may exceed its limit.
-                        if len > 0 && (total == 0 || len <= limit) {
-                            total += len;
-                            remaining = remaining.saturating_sub(len);
-                            data.records = Some(read.records);
-                        }
+                    data.high_watermark = read.high_watermark;
+                    data.last_stable_offset = read.last_stable_offset;
+                    data.log_start_offset = read.result.log_start_offset;
+                    let len = read.result.records.len();
+                    // Only the first non-empty partition may exceed its limit.
+                    if budget > 0 && len > 0 && (total == 0 || len <= limit) {
+                        total += len;
+                        remaining = remaining.saturating_sub(len);
+                        data.records = Some(read.result.records);
+                        data.aborted_transactions = read.aborted.map(|list| {
+                            list.into_iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect()
+                        });
                     }
                 }
                 Err(ApiError { code, message }) => {
                     tracing::debug!(topic = %partition.topic, partition = p.partition, %message, "fetch error");
                     data.error_code = code.code();
                     data.high_watermark = partition.high_watermark();
-                    data.last_stable_offset = data.high_watermark;
+                    data.last_stable_offset = partition.last_stable_offset();
                     data.log_start_offset = partition.log_start_offset();
                     has_error = true;
                 }

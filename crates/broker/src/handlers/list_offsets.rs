@@ -1,5 +1,5 @@
 //! ListOffsets (key 2): the offset for a timestamp, or one of the special timestamps
-//! -1 (latest: the high watermark, which is also the last stable offset here),
+//! -1 (latest: the high watermark, or the last stable offset for `read_committed`),
 //! -2 (earliest: the log start offset) and -3 (the record with the largest timestamp).
 
 use exacta_types::ErrorCode;
@@ -26,7 +26,7 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsRespon
                 .with_leader_epoch(0);
             let result = match broker.partition(&topic.name, p.partition_index) {
                 None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, "")),
-                Some(partition) => lookup(&partition, p.timestamp),
+                Some(partition) => lookup(&partition, p.timestamp, request.isolation_level == 1),
             };
             match result {
                 Ok(Some((offset, timestamp))) => {
@@ -43,8 +43,13 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsRespon
     response
 }
 
-fn lookup(partition: &Partition, timestamp: i64) -> Result<Option<(i64, i64)>, ApiError> {
+fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    read_committed: bool,
+) -> Result<Option<(i64, i64)>, ApiError> {
     match timestamp {
+        LATEST if read_committed => Ok(Some((partition.last_stable_offset(), -1))),
         LATEST => Ok(Some((partition.high_watermark(), -1))),
         EARLIEST => Ok(Some((partition.log_start_offset(), -1))),
         MAX_TIMESTAMP => partition.max_timestamp_offset(),

@@ -74,6 +74,13 @@ pub struct BrokerConfig {
     /// Offsets of an empty group are deleted this long after it became empty.
     pub offsets_retention_minutes: i64,
     pub offset_metadata_max_bytes: usize,
+    // Transactions.
+    /// Partitions of `__transaction_state`, fixed once created.
+    pub transaction_state_partitions: i32,
+    /// Largest `transaction.timeout.ms` a producer may ask for (`transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: i32,
+    /// Forget a transactional id idle this long (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -108,6 +115,9 @@ impl Default for BrokerConfig {
             group_max_size: 10_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offset_metadata_max_bytes: 4096,
+            transaction_state_partitions: 8,
+            transaction_max_timeout_ms: 900_000,
+            transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
         }
     }
 }
@@ -189,6 +199,14 @@ impl BrokerConfig {
         }
         crate::advertised_host_port(self.advertised()).map_err(ConfigError::Invalid)?;
         Ok(())
+    }
+
+    /// The transaction coordinator's settings.
+    pub fn txn_config(&self) -> exacta_coordinator::txn::TxnConfig {
+        exacta_coordinator::txn::TxnConfig {
+            max_timeout_ms: self.transaction_max_timeout_ms,
+            id_expiration_ms: self.transactional_id_expiration_ms,
+        }
     }
 
     /// The group coordinator's settings.

@@ -311,16 +311,19 @@ impl GroupRuntime {
     /// TxnOffsetCommit: checks the member like OffsetCommit (when the client sent member
     /// information, KIP-447), then writes the offsets as a transactional batch of
     /// `producer_id`. They stay invisible until the transaction's marker.
-    pub async fn commit_txn_offsets(
+    ///
+    /// Appends only; the caller waits for `(partition, last offset)` to be durable.
+    #[allow(clippy::type_complexity)]
+    pub fn append_txn_offsets(
         &self,
         group: &str,
         producer_id: i64,
         epoch: i16,
         member: Option<(i32, String, Option<String>)>,
         partitions: &[exacta_coordinator::group::CommitPartition],
-    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+    ) -> Result<(Option<(Arc<Partition>, i64)>, Vec<ErrorCode>), ErrorCode> {
         let now = crate::now_ms();
-        let wait = {
+        {
             let mut inner = self.lock();
             let (generation, member_id, instance) = member.unwrap_or((-1, String::new(), None));
             let results = inner.coordinator.validate_txn_commit(
@@ -334,7 +337,7 @@ impl GroupRuntime {
             let records: Vec<Record> = results.iter().filter_map(|(_, r)| r.clone()).collect();
             let codes: Vec<ErrorCode> = results.iter().map(|(e, _)| *e).collect();
             if records.is_empty() {
-                return Ok(codes);
+                return Ok((None, codes));
             }
             let index = partition_for(group, self.partitions);
             let partition = self
@@ -354,11 +357,8 @@ impl GroupRuntime {
                 .entry(producer_id)
                 .or_default()
                 .extend(records);
-            (partition, info.last_offset, codes)
-        };
-        let (partition, last, codes) = wait;
-        partition.wait_for_high_watermark(last).await;
-        Ok(codes)
+            Ok((Some((partition, info.last_offset)), codes))
+        }
     }
 
     /// After a transaction marker reached the offsets partition: commit makes the

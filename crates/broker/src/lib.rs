@@ -6,6 +6,7 @@
 //! - [`handlers`]: one module per Kafka API.
 //! - [`partitions`]: the partition manager: topics, their partition logs, high watermarks.
 //! - [`groups`]: the group coordinator runtime over `__consumer_offsets`.
+//! - [`txns`]: the transaction coordinator runtime over `__transaction_state`.
 //! - [`flusher`]: group commit: one fsync covers every append waiting at that moment.
 //! - [`config`]: settings and their limits.
 
@@ -15,6 +16,7 @@ pub mod groups;
 pub mod handlers;
 pub mod partitions;
 pub mod server;
+pub mod txns;
 
 pub use config::{BrokerConfig, FlushPolicy};
 pub use server::Server;
@@ -24,6 +26,7 @@ pub use server::Server;
 pub struct Node {
     pub broker: std::sync::Arc<partitions::Broker>,
     pub groups: std::sync::Arc<groups::GroupRuntime>,
+    pub txns: std::sync::Arc<txns::TxnRuntime>,
 }
 
 /// Splits `host:port` for Metadata answers.

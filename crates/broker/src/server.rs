@@ -28,6 +28,7 @@ use crate::config::{BrokerConfig, FlushPolicy};
 use crate::groups::GroupRuntime;
 use crate::handlers::{api_versions, dispatch, Reply};
 use crate::partitions::{Broker, OpenError};
+use crate::txns::TxnRuntime;
 use crate::Node;
 
 /// Why the server could not start or stop cleanly.
@@ -42,7 +43,7 @@ pub enum ServerError {
     },
     #[error("opening storage: {0}")]
     Open(#[from] OpenError),
-    #[error("loading the group coordinator: {0}")]
+    #[error("loading the coordinators: {0}")]
     Groups(String),
     #[error("closing storage: {0}")]
     Close(#[from] exacta_log::LogError),
@@ -75,13 +76,25 @@ impl Server {
         }
         let group_config = config.group_config();
         let offsets_partitions = config.offsets_topic_partitions;
+        let txn_config = config.txn_config();
+        let txn_partitions = config.transaction_state_partitions;
         let node = tokio::task::block_in_place(|| -> Result<Node, ServerError> {
             let broker = Broker::open(config)?;
-            let groups = GroupRuntime::open(Arc::clone(&broker), group_config, offsets_partitions)
-                .map_err(|e| ServerError::Groups(e.message))?;
+            let groups = Arc::new(
+                GroupRuntime::open(Arc::clone(&broker), group_config, offsets_partitions)
+                    .map_err(|e| ServerError::Groups(e.message))?,
+            );
+            let txns = TxnRuntime::open(
+                Arc::clone(&broker),
+                Arc::clone(&groups),
+                txn_config,
+                txn_partitions,
+            )
+            .map_err(|e| ServerError::Groups(e.message))?;
             Ok(Node {
                 broker,
-                groups: Arc::new(groups),
+                groups,
+                txns: Arc::new(txns),
             })
         })?;
         Ok(Self {
@@ -118,6 +131,7 @@ impl Server {
         let mut background = JoinSet::new();
         background.spawn(retention_loop(Arc::clone(&broker)));
         background.spawn(Arc::clone(&node.groups).tick_loop());
+        background.spawn(Arc::clone(&node.txns).tick_loop());
         if broker.config.flush_policy == FlushPolicy::Interval {
             background.spawn(flush_loop(Arc::clone(&broker)));
         }

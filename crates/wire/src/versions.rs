@@ -57,6 +57,10 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::CreatePartitions, 0, 3),
     range(ApiKey::DeleteGroups, 0, 2),
     range(ApiKey::InitProducerId, 0, 5),
+    range(ApiKey::AddPartitionsToTxn, 0, 3),
+    range(ApiKey::AddOffsetsToTxn, 0, 3),
+    range(ApiKey::EndTxn, 0, 3),
+    range(ApiKey::TxnOffsetCommit, 0, 3),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DescribeCluster, 0, 1),
@@ -99,6 +103,6 @@ mod tests {
         assert!(is_supported(ApiKey::ApiVersions, 0));
         assert!(is_supported(ApiKey::ApiVersions, 4));
         assert!(!is_supported(ApiKey::ApiVersions, 5));
-        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 4));
     }
 }

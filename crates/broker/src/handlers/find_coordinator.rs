@@ -1,5 +1,5 @@
-//! FindCoordinator (key 10): this broker coordinates every group. Single (v0-v3) and
-//! batched (v4+) forms. Transaction coordinators arrive with transactions.
+//! FindCoordinator (key 10): this broker coordinates every group and transactional id.
+//! Single (v0-v3) and batched (v4+) forms.
 
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -10,6 +10,7 @@ use super::message;
 use crate::partitions::Broker;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub fn handle(
     broker: &Broker,
@@ -19,14 +20,23 @@ pub fn handle(
     let (host, port) = crate::advertised_host_port(broker.config.advertised()).unwrap_or_default();
     let node = BrokerId(broker.config.node_id);
     let answer = |key: &StrBytes| -> (i16, Option<StrBytes>) {
-        if request.key_type != KEY_TYPE_GROUP {
-            return (
-                ErrorCode::CoordinatorNotAvailable.code(),
-                message("transaction coordinators are not served yet"),
-            );
-        }
-        if key.is_empty() {
-            return (ErrorCode::InvalidGroupId.code(), message("empty group id"));
+        match request.key_type {
+            KEY_TYPE_GROUP if key.is_empty() => {
+                return (ErrorCode::InvalidGroupId.code(), message("empty group id"))
+            }
+            KEY_TYPE_TRANSACTION if key.is_empty() => {
+                return (
+                    ErrorCode::InvalidRequest.code(),
+                    message("empty transactional id"),
+                )
+            }
+            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {}
+            other => {
+                return (
+                    ErrorCode::InvalidRequest.code(),
+                    message(format!("unknown key type {other}")),
+                )
+            }
         }
         (ErrorCode::None.code(), None)
     };

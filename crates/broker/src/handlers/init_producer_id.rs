@@ -1,29 +1,37 @@
-//! InitProducerId (key 22) for idempotent producers: a new producer id at epoch 0, or an
-//! epoch bump for an id the client already holds (v3+, KIP-360). Ids come from durable
-//! blocks, so a restart never reuses one. Transactional ids arrive with transactions.
+//! InitProducerId (key 22). Without a transactional id: a new producer id at epoch 0, or
+//! an epoch bump for an id the client already holds (v3+, KIP-360); ids come from durable
+//! blocks. With a transactional id: the transaction coordinator's id and a bumped epoch,
+//! fencing any previous instance (its open transaction is aborted first).
 
-use exacta_types::ErrorCode;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use crate::partitions::Broker;
+use crate::Node;
 
-pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(node: &Node, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
-        response.error_code = ErrorCode::InvalidRequest.code();
-        tracing::debug!("InitProducerId with a transactional id: transactions are not served yet");
-        return response;
-    }
-    match broker.init_producer_id(request.producer_id.0, request.producer_epoch) {
+    let result = match &request.transactional_id {
+        Some(id) => {
+            let expected = (request.producer_id.0 >= 0)
+                .then_some((request.producer_id.0, request.producer_epoch));
+            node.txns
+                .init_producer_id(id, request.transaction_timeout_ms, expected)
+                .await
+        }
+        None => node
+            .broker
+            .init_producer_id(request.producer_id.0, request.producer_epoch)
+            .map_err(|e| e.code),
+    };
+    match result {
         Ok((id, epoch)) => {
             response.producer_id = ProducerId(id);
             response.producer_epoch = epoch;
         }
-        Err(e) => {
-            tracing::debug!(error = %e.message, "InitProducerId refused");
-            response.error_code = e.code.code();
+        Err(code) => {
+            tracing::debug!(error = %code, "InitProducerId refused");
+            response.error_code = code.code();
         }
     }
     response

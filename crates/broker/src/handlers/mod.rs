@@ -14,6 +14,8 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::Node;
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod api_versions;
 pub mod configs;
 pub mod create_partitions;
@@ -23,6 +25,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_producers;
+pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -37,6 +40,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
 
 /// The encoded response frame, `None` when the API sends none (acks=0 produce), or an
 /// error that closes the connection.
@@ -86,7 +90,7 @@ pub fn dispatch(
     match request {
         Request::ApiVersions(_) => ctx.ready(&api_versions::handle(ctx.version)),
         Request::Metadata(r) => ctx.ready(&metadata::handle(broker, r, ctx.version)),
-        Request::Produce(r) => produce::handle(broker, r, ctx),
+        Request::Produce(r) => produce::handle(node, r, ctx),
         Request::Fetch(r) => fetch::handle(broker, r, ctx),
         Request::ListOffsets(r) => ctx.ready(&list_offsets::handle(broker, r)),
         Request::CreateTopics(r) => ctx.ready(&create_topics::handle(broker, r, ctx.version)),
@@ -95,7 +99,19 @@ pub fn dispatch(
         Request::DescribeConfigs(r) => ctx.ready(&configs::describe(broker, r)),
         Request::IncrementalAlterConfigs(r) => ctx.ready(&configs::alter(broker, r)),
         Request::DescribeCluster(r) => ctx.ready(&describe_cluster::handle(broker, r)),
-        Request::InitProducerId(r) => ctx.ready(&init_producer_id::handle(broker, r)),
+        Request::InitProducerId(r) => later(node, ctx, |n| async move {
+            init_producer_id::handle(&n, r).await
+        }),
+        Request::AddPartitionsToTxn(r) => later(node, ctx, |n| async move {
+            add_partitions_to_txn::handle(&n, r).await
+        }),
+        Request::AddOffsetsToTxn(r) => later(node, ctx, |n| async move {
+            add_offsets_to_txn::handle(&n, r).await
+        }),
+        Request::EndTxn(r) => later(node, ctx, |n| async move { end_txn::handle(&n, r).await }),
+        Request::TxnOffsetCommit(r) => later(node, ctx, move |n| async move {
+            txn_offset_commit::handle(&n, r, ctx.version).await
+        }),
         Request::DescribeProducers(r) => ctx.ready(&describe_producers::handle(broker, r)),
         Request::FindCoordinator(r) => ctx.ready(&find_coordinator::handle(broker, r, ctx.version)),
         Request::Heartbeat(r) => ctx.ready(&heartbeat::handle(groups, r)),

@@ -33,11 +33,28 @@ fn by_topic(rows: Committed) -> ByTopic {
     out
 }
 
+/// UNSTABLE_OFFSET_COMMIT when the client asks for stable offsets and an open transaction
+/// holds a commit for the partition (it would otherwise read an offset about to change).
+fn stability(
+    groups: &GroupRuntime,
+    require_stable: bool,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> i16 {
+    if require_stable && groups.has_pending_txn_offset(group, topic, partition) {
+        ErrorCode::UnstableOffsetCommit.code()
+    } else {
+        ErrorCode::None.code()
+    }
+}
+
 pub fn handle(
     groups: &GroupRuntime,
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
+    let require_stable = request.require_stable;
     let mut response = OffsetFetchResponse::default();
     if version >= 8 {
         for g in request.groups {
@@ -47,16 +64,23 @@ pub fn handle(
                     .collect()
             });
             let rows = fetch(groups, &g.group_id, wanted);
-            let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id);
+            let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             for (topic, parts) in by_topic(rows) {
                 group.topics.push(
                     OffsetFetchResponseTopics::default()
-                        .with_name(TopicName(StrBytes::from_string(topic)))
+                        .with_name(TopicName(StrBytes::from_string(topic.clone())))
                         .with_partitions(
                             parts
                                 .into_iter()
                                 .map(|(p, v)| {
                                     OffsetFetchResponsePartitions::default()
+                                        .with_error_code(stability(
+                                            groups,
+                                            require_stable,
+                                            &g.group_id,
+                                            &topic,
+                                            p,
+                                        ))
                                         .with_partition_index(p)
                                         .with_committed_offset(v.as_ref().map_or(-1, |v| v.offset))
                                         .with_committed_leader_epoch(
@@ -83,7 +107,7 @@ pub fn handle(
     for (topic, parts) in by_topic(rows) {
         response.topics.push(
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(StrBytes::from_string(topic)))
+                .with_name(TopicName(StrBytes::from_string(topic.clone())))
                 .with_partitions(
                     parts
                         .into_iter()
@@ -97,7 +121,13 @@ pub fn handle(
                                 .with_metadata(Some(StrBytes::from_string(
                                     v.and_then(|v| v.metadata).unwrap_or_default(),
                                 )))
-                                .with_error_code(ErrorCode::None.code())
+                                .with_error_code(stability(
+                                    groups,
+                                    require_stable,
+                                    &request.group_id,
+                                    &topic,
+                                    p,
+                                ))
                         })
                         .collect(),
                 ),

@@ -18,9 +18,11 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{message, Ctx, Reply};
 use crate::config::FlushPolicy;
-use crate::partitions::{ApiError, Broker, Partition};
+use crate::partitions::{ApiError, Partition};
+use crate::Node;
 
-pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, ctx: Ctx) -> Reply {
+pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
+    let broker = &node.broker;
     let acks = request.acks;
     let mut response = ProduceResponse::default();
     // (topic index, partition index, partition, last offset) of appends to wait for.
@@ -30,7 +32,7 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, ctx: Ctx) -> Reply 
         for (pi, data) in topic.partition_data.into_iter().enumerate() {
             let index = data.index;
             let result = if matches!(acks, -1..=1) {
-                append(broker, &topic.name, data)
+                append(node, &topic.name, data)
             } else {
                 Err(ApiError::new(
                     ErrorCode::InvalidRequiredAcks,
@@ -83,10 +85,11 @@ pub fn handle(broker: &Arc<Broker>, request: ProduceRequest, ctx: Ctx) -> Reply 
 }
 
 fn append(
-    broker: &Arc<Broker>,
+    node: &Node,
     topic: &str,
     data: PartitionProduceData,
 ) -> Result<(Arc<Partition>, exacta_log::AppendInfo), ApiError> {
+    let broker = &node.broker;
     if exacta_types::is_internal_topic(topic) {
         return Err(ApiError::new(
             ErrorCode::InvalidTopicException,
@@ -102,7 +105,21 @@ fn append(
     let records = data.records.unwrap_or_default();
     validate(&records, partition.max_message_bytes())?;
     let mut buf = BytesMut::from(&records[..]);
-    let info = partition.append(&mut buf)?;
+    let first = exacta_wire::batch::BatchHeader::parse_header(&records)
+        .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
+    let info = if first.is_transactional() {
+        // Only into an open transaction that contains this partition, checked and
+        // appended atomically with respect to the transaction's end.
+        node.txns.verified(
+            first.producer_id,
+            first.producer_epoch,
+            topic,
+            data.index,
+            || partition.append(&mut buf),
+        )?
+    } else {
+        partition.append(&mut buf)?
+    };
     Ok((partition, info))
 }
 

@@ -1,0 +1,20 @@
+//! AddOffsetsToTxn (key 25): adds the group's `__consumer_offsets` partition to the
+//! transaction, so its offsets commit or abort with it.
+
+use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
+
+use crate::Node;
+
+pub async fn handle(node: &Node, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+    let partition = node.txns.offsets_partition(&request.group_id);
+    let result = node
+        .txns
+        .add_partitions(
+            &request.transactional_id,
+            request.producer_id.0,
+            request.producer_epoch,
+            &[partition],
+        )
+        .await;
+    AddOffsetsToTxnResponse::default().with_error_code(result.err().map_or(0, |e| e.code()))
+}

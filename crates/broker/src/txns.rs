@@ -1,0 +1,359 @@
+//! The runtime around the transaction coordinator: `__transaction_state`, marker writing,
+//! timeouts, recovery, and the check that a transactional write belongs to an open
+//! transaction.
+//!
+//! To ensure correctness: ending a transaction is Prepare record durable → a marker in every
+//! partition durable → Complete record durable → answer. A transactional produce is checked
+//! and appended under the coordinator lock, so it either precedes the Prepare record (and
+//! is covered by the markers) or is refused; it can never land after a marker and start a
+//! hanging transaction.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use exacta_coordinator::group::partition_for;
+use exacta_coordinator::txn::{
+    EndOutcome, EndPlan, InitOutcome, TxnConfig, TxnCoordinator, TxnRecord,
+};
+use exacta_types::ErrorCode;
+
+use crate::groups::{GroupRuntime, OFFSETS_TOPIC};
+use crate::partitions::{ApiError, Broker, Partition};
+
+/// Name of the internal transaction-state topic.
+pub const TXN_TOPIC: &str = "__transaction_state";
+
+/// The transaction coordinator of this broker.
+pub struct TxnRuntime {
+    broker: Arc<Broker>,
+    groups: Arc<GroupRuntime>,
+    partitions: i32,
+    state: Mutex<TxnCoordinator>,
+}
+
+impl std::fmt::Debug for TxnRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxnRuntime")
+            .field("partitions", &self.partitions)
+            .finish()
+    }
+}
+
+impl TxnRuntime {
+    /// Creates `__transaction_state` if needed and rebuilds the state from it.
+    pub fn open(
+        broker: Arc<Broker>,
+        groups: Arc<GroupRuntime>,
+        config: TxnConfig,
+        partitions: i32,
+    ) -> Result<Self, ApiError> {
+        let started = std::time::Instant::now();
+        let keep_forever: BTreeMap<String, String> =
+            [("retention.ms", "-1"), ("retention.bytes", "-1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let topic = match broker.topic(TXN_TOPIC) {
+            Some(t) => t,
+            None => broker.create_topic(TXN_TOPIC, partitions, keep_forever, false)?,
+        };
+        let mut coordinator = TxnCoordinator::new(config);
+        let mut loaded = 0usize;
+        for partition in &topic.partitions {
+            let mut offset = partition.log_start_offset();
+            loop {
+                let (read, hw) = partition.read(offset, 8 << 20)?;
+                if read.records.is_empty() {
+                    break;
+                }
+                let mut buf = read.records.clone();
+                let sets =
+                    exacta_wire::kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
+                        .map_err(|e| {
+                            ApiError::new(
+                                ErrorCode::CorruptMessage,
+                                format!("{TXN_TOPIC}-{}: {e}", partition.index),
+                            )
+                        })?;
+                for record in sets.into_iter().flat_map(|s| s.records) {
+                    offset = record.offset + 1;
+                    let Some(key) = record.key else { continue };
+                    match TxnRecord::from_key_value(&key, record.value.as_deref()) {
+                        Ok(r) => {
+                            coordinator.apply(&r);
+                            loaded += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(offset = record.offset, error = %e, "skipping unreadable transaction record")
+                        }
+                    }
+                }
+                if offset >= hw {
+                    break;
+                }
+            }
+        }
+        tracing::info!(
+            transactional_ids = coordinator.all().count(),
+            records = loaded,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "transaction coordinator loaded"
+        );
+        Ok(Self {
+            broker,
+            groups,
+            partitions: topic.partitions.len() as i32,
+            state: Mutex::new(coordinator),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TxnCoordinator> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn with<T>(&self, f: impl FnOnce(&TxnCoordinator) -> T) -> T {
+        f(&self.lock())
+    }
+
+    /// Appends records (call with the lock held, so log order is state order).
+    fn append(&self, records: &[TxnRecord]) -> Result<Vec<(Arc<Partition>, i64)>, ApiError> {
+        let now = crate::now_ms();
+        let mut by_partition: BTreeMap<i32, Vec<(Vec<u8>, Option<Vec<u8>>)>> = BTreeMap::new();
+        for r in records {
+            by_partition
+                .entry(partition_for(&r.transactional_id, self.partitions))
+                .or_default()
+                .push(r.to_key_value());
+        }
+        let mut waits = Vec::new();
+        for (index, entries) in by_partition {
+            let partition = self.broker.partition(TXN_TOPIC, index).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::CoordinatorNotAvailable,
+                    format!("{TXN_TOPIC}-{index} is missing"),
+                )
+            })?;
+            let mut batch =
+                BytesMut::from(&exacta_wire::batch::build_keyed_batch(&entries, now, None)[..]);
+            let info = partition.append(&mut batch)?;
+            waits.push((partition, info.last_offset));
+        }
+        Ok(waits)
+    }
+
+    async fn durable(waits: Vec<(Arc<Partition>, i64)>) {
+        for (partition, last) in waits {
+            partition.wait_for_high_watermark(last).await;
+        }
+    }
+
+    /// InitProducerId with a transactional id.
+    pub async fn init_producer_id(
+        &self,
+        id: &str,
+        timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ErrorCode> {
+        enum Step {
+            Done(Vec<(Arc<Partition>, i64)>, i64, i16),
+            AbortFirst(EndPlan, Vec<(Arc<Partition>, i64)>),
+        }
+        // At most one abort of an open transaction, then the epoch bump.
+        for _ in 0..3 {
+            let step = {
+                let mut state = self.lock();
+                let broker = &self.broker;
+                let mut allocate = || {
+                    broker
+                        .init_producer_id(-1, -1)
+                        .map(|(id, _)| id)
+                        .map_err(|e| e.code)
+                };
+                match state.init_producer_id(
+                    id,
+                    timeout_ms,
+                    expected,
+                    crate::now_ms(),
+                    &mut allocate,
+                ) {
+                    InitOutcome::Ready {
+                        record,
+                        producer_id,
+                        epoch,
+                    } => Step::Done(
+                        self.append(&[record]).map_err(|e| e.code)?,
+                        producer_id,
+                        epoch,
+                    ),
+                    InitOutcome::AbortFirst(plan) => {
+                        let waits = self
+                            .append(std::slice::from_ref(&plan.prepare))
+                            .map_err(|e| e.code)?;
+                        Step::AbortFirst(plan, waits)
+                    }
+                    InitOutcome::Error(e) => return Err(e),
+                }
+            };
+            match step {
+                Step::Done(waits, producer_id, epoch) => {
+                    Self::durable(waits).await;
+                    return Ok((producer_id, epoch));
+                }
+                Step::AbortFirst(plan, waits) => {
+                    tracing::info!(
+                        transactional_id = id,
+                        "fencing the previous producer: aborting its open transaction"
+                    );
+                    Self::durable(waits).await;
+                    self.finish(plan).await?;
+                }
+            }
+        }
+        Err(ErrorCode::ConcurrentTransactions)
+    }
+
+    /// AddPartitionsToTxn and AddOffsetsToTxn.
+    pub async fn add_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<(), ErrorCode> {
+        let waits = {
+            let mut state = self.lock();
+            match state.add_partitions(id, producer_id, epoch, partitions, crate::now_ms())? {
+                Some(record) => self.append(&[record]).map_err(|e| e.code)?,
+                None => Vec::new(),
+            }
+        };
+        Self::durable(waits).await;
+        Ok(())
+    }
+
+    /// EndTxn: prepare, markers, complete; a retry of a completed end succeeds.
+    pub async fn end_txn(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), ErrorCode> {
+        let (plan, waits) = {
+            let mut state = self.lock();
+            match state.begin_end(id, producer_id, epoch, commit, crate::now_ms())? {
+                EndOutcome::AlreadyDone => return Ok(()),
+                EndOutcome::Run(plan) => {
+                    let waits = self
+                        .append(std::slice::from_ref(&plan.prepare))
+                        .map_err(|e| e.code)?;
+                    (plan, waits)
+                }
+            }
+        };
+        Self::durable(waits).await;
+        self.finish(plan).await
+    }
+
+    /// Writes the markers of a prepared plan, then the Complete record.
+    async fn finish(&self, plan: EndPlan) -> Result<(), ErrorCode> {
+        let mut waits = Vec::new();
+        let mut offsets_partitions = false;
+        for (topic, index) in &plan.partitions {
+            let Some(partition) = self.broker.partition(topic, *index) else {
+                tracing::warn!(topic = %topic, partition = index, "transaction partition no longer exists; skipping its marker");
+                continue;
+            };
+            let offset = partition
+                .append_marker(plan.producer_id, plan.epoch, plan.commit)
+                .map_err(|e| {
+                    tracing::error!(topic = %topic, partition = index, error = %e.message, "writing a transaction marker failed");
+                    e.code
+                })?;
+            offsets_partitions |= topic == OFFSETS_TOPIC;
+            waits.push((partition, offset));
+        }
+        Self::durable(waits).await;
+        if offsets_partitions {
+            self.groups.end_txn(plan.producer_id, plan.commit);
+        }
+        let waits = {
+            let mut state = self.lock();
+            match state.complete(&plan.transactional_id, crate::now_ms()) {
+                Some(record) => self.append(&[record]).map_err(|e| e.code)?,
+                None => Vec::new(),
+            }
+        };
+        Self::durable(waits).await;
+        tracing::debug!(transactional_id = %plan.transactional_id, commit = plan.commit, partitions = plan.partitions.len(), "transaction ended");
+        Ok(())
+    }
+
+    /// Runs `append` only if `producer_id`/`epoch` has the partition in its open
+    /// transaction, holding the coordinator lock throughout.
+    pub fn verified<T>(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+        append: impl FnOnce() -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let state = self.lock();
+        state
+            .partition_in_txn(producer_id, epoch, topic, partition)
+            .map_err(|code| {
+                ApiError::new(
+                    code,
+                    format!("producer {producer_id} epoch {epoch} has no open transaction containing {topic}-{partition}"),
+                )
+            })?;
+        append()
+    }
+
+    /// The `__consumer_offsets` partition of a group, as AddOffsetsToTxn adds it.
+    pub fn offsets_partition(&self, group: &str) -> (String, i32) {
+        (OFFSETS_TOPIC.to_string(), self.groups.partition_of(group))
+    }
+
+    /// Finishes transactions left in Prepare* by a restart, then times out open ones and
+    /// expires idle ids, every 100 ms.
+    pub async fn tick_loop(self: Arc<Self>) {
+        let unfinished = self.with(|s| s.unfinished());
+        for plan in unfinished {
+            tracing::info!(transactional_id = %plan.transactional_id, commit = plan.commit, "completing a transaction prepared before the restart");
+            if let Err(e) = self.finish(plan).await {
+                tracing::error!(error = %e, "could not complete a prepared transaction");
+            }
+        }
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            every.tick().await;
+            let work = {
+                let mut state = self.lock();
+                let (plans, tombstones) = state.tick(crate::now_ms());
+                let mut records: Vec<TxnRecord> = plans.iter().map(|p| p.prepare.clone()).collect();
+                records.extend(tombstones);
+                if records.is_empty() {
+                    continue;
+                }
+                self.append(&records).map(|waits| (plans, waits))
+            };
+            match work {
+                Ok((plans, waits)) => {
+                    Self::durable(waits).await;
+                    for plan in plans {
+                        if let Err(e) = self.finish(plan).await {
+                            tracing::error!(error = %e, "could not abort a timed-out transaction");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e.message, "transaction coordinator tick could not write")
+                }
+            }
+        }
+    }
+}

@@ -38,7 +38,7 @@ class Broker:
     def bootstrap(self):
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, env=None):
         args = [str(BIN), "serve", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir)]
         if self.config_path:
             args += ["--config", str(self.config_path)]
@@ -47,7 +47,9 @@ class Broker:
         log.write(f"--- start {self.starts}\n")
         log.flush()
         offset = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        full_env = dict(os.environ, **(env or {}))
+        self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                     env=full_env)
         log.close()
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -259,6 +259,12 @@ impl TxnRuntime {
 
     /// Writes the markers of a prepared plan, then the Complete record.
     async fn finish(&self, plan: EndPlan) -> Result<(), ErrorCode> {
+        if std::env::var_os("EXACTA_TEST_CRASH_AFTER_PREPARE").is_some() {
+            // Test hook: die like kill -9 with the Prepare record durable and no marker
+            // written, to prove that a restart completes the transaction.
+            tracing::error!(transactional_id = %plan.transactional_id, "EXACTA_TEST_CRASH_AFTER_PREPARE: exiting");
+            std::process::exit(137);
+        }
         let mut waits = Vec::new();
         let mut offsets_partitions = false;
         for (topic, index) in &plan.partitions {

@@ -19,9 +19,14 @@ use exacta_coordinator::group::{
     SyncResponse,
 };
 use exacta_types::ErrorCode;
+use exacta_wire::batch::KeyedRecord;
 use tokio::sync::oneshot;
 
 use crate::partitions::{ApiError, Broker, Partition};
+
+/// The partition and last offset to wait for (if anything was written), and a code per
+/// partition of a TxnOffsetCommit.
+pub type TxnOffsetsAppended = (Option<(Arc<Partition>, i64)>, Vec<ErrorCode>);
 
 /// Name of the internal offsets topic.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -229,8 +234,7 @@ impl GroupRuntime {
                     format!("{OFFSETS_TOPIC}-{index} is missing"),
                 )
             })?;
-            let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-                records.iter().map(Record::to_key_value).collect();
+            let entries: Vec<KeyedRecord> = records.iter().map(Record::to_key_value).collect();
             let mut batch =
                 BytesMut::from(&exacta_wire::batch::build_keyed_batch(&entries, now, None)[..]);
             let info = partition.append(&mut batch)?;
@@ -313,7 +317,6 @@ impl GroupRuntime {
     /// `producer_id`. They stay invisible until the transaction's marker.
     ///
     /// Appends only; the caller waits for `(partition, last offset)` to be durable.
-    #[allow(clippy::type_complexity)]
     pub fn append_txn_offsets(
         &self,
         group: &str,
@@ -321,7 +324,7 @@ impl GroupRuntime {
         epoch: i16,
         member: Option<(i32, String, Option<String>)>,
         partitions: &[exacta_coordinator::group::CommitPartition],
-    ) -> Result<(Option<(Arc<Partition>, i64)>, Vec<ErrorCode>), ErrorCode> {
+    ) -> Result<TxnOffsetsAppended, ErrorCode> {
         let now = crate::now_ms();
         {
             let mut inner = self.lock();
@@ -344,8 +347,7 @@ impl GroupRuntime {
                 .broker
                 .partition(OFFSETS_TOPIC, index)
                 .ok_or(ErrorCode::CoordinatorNotAvailable)?;
-            let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-                records.iter().map(Record::to_key_value).collect();
+            let entries: Vec<KeyedRecord> = records.iter().map(Record::to_key_value).collect();
             let mut batch = BytesMut::from(
                 &exacta_wire::batch::build_keyed_batch(&entries, now, Some((producer_id, epoch)))[..],
             );

@@ -18,6 +18,7 @@ use exacta_coordinator::txn::{
     EndOutcome, EndPlan, InitOutcome, TxnConfig, TxnCoordinator, TxnRecord,
 };
 use exacta_types::ErrorCode;
+use exacta_wire::batch::KeyedRecord;
 
 use crate::groups::{GroupRuntime, OFFSETS_TOPIC};
 use crate::partitions::{ApiError, Broker, Partition};
@@ -120,7 +121,7 @@ impl TxnRuntime {
     /// Appends records (call with the lock held, so log order is state order).
     fn append(&self, records: &[TxnRecord]) -> Result<Vec<(Arc<Partition>, i64)>, ApiError> {
         let now = crate::now_ms();
-        let mut by_partition: BTreeMap<i32, Vec<(Vec<u8>, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<i32, Vec<KeyedRecord>> = BTreeMap::new();
         for r in records {
             by_partition
                 .entry(partition_for(&r.transactional_id, self.partitions))

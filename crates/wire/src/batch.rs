@@ -320,11 +320,14 @@ fn encode_values(
     buf.to_vec()
 }
 
+/// A record's key and value (`None`: a tombstone).
+pub type KeyedRecord = (Vec<u8>, Option<Vec<u8>>);
+
 /// Builds an uncompressed batch of keyed records (a `None` value is a tombstone), as the
 /// broker writes to its internal topics; with a producer `(id, epoch)` it is a
 /// transactional batch written on that producer's behalf (no sequence).
 pub fn build_keyed_batch(
-    entries: &[(Vec<u8>, Option<Vec<u8>>)],
+    entries: &[KeyedRecord],
     timestamp: i64,
     transactional_producer: Option<(i64, i16)>,
 ) -> Vec<u8> {

@@ -35,7 +35,9 @@ def test_api_versions_v0_lists_every_served_api(broker):
     assert ranges[1][0] <= 4  # Fetch v4 (librdkafka's floor for read_committed)
     assert ranges[22] == (0, 5)  # InitProducerId
     assert ranges[11] == (0, 9) and ranges[10] == (0, 4)  # JoinGroup, FindCoordinator
-    for unimplemented in (24, 25, 26, 28):  # transactions arrive in a later issue
+    for key in (24, 25, 26, 28):  # AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit
+        assert ranges[key] == (0, 3)
+    for unimplemented in (65, 66, 68):  # Describe/ListTransactions, ConsumerGroupHeartbeat
         assert unimplemented not in ranges
 
 

@@ -23,4 +23,7 @@ bench --records 5000000 --record-size 100 --acks all --produce-only
 bench --records 1000000 --record-size 1024 --acks all
 bench --records 300000 --record-size 1024 --acks all --rate 50000 --linger-ms 1
 bench --records 300000 --record-size 100 --acks all --rate 50000 --linger-ms 1
+# Transactions next to idempotence, same broker, same run.
+bench --records 500000 --record-size 1024 --acks all --idempotent --produce-only
+bench --records 500000 --record-size 1024 --acks all --transactional --records-per-txn 1000 --produce-only
 echo "## broker RSS after the runs: $(ps -o rss= -p $pid) KiB"

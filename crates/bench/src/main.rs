@@ -59,6 +59,11 @@ struct Args {
     /// Skip the consume phases.
     #[arg(long)]
     produce_only: bool,
+    /// Produce in transactions of --records-per-txn records (commit latency is reported).
+    #[arg(long)]
+    transactional: bool,
+    #[arg(long, default_value_t = 1000)]
+    records_per_txn: u64,
     /// Target send rate in records/s (0: as fast as possible). Latency percentiles are
     /// only meaningful below saturation; at full speed they measure client queueing.
     #[arg(long, default_value_t = 0)]
@@ -158,18 +163,33 @@ fn main() -> anyhow::Result<()> {
         delivered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
-    let producer: ThreadedProducer<Ctx> = ClientConfig::new()
+    let mut producer_config = ClientConfig::new();
+    if args.transactional {
+        producer_config
+            .set("transactional.id", format!("{topic}-txn"))
+            .set("transaction.timeout.ms", "300000");
+    }
+    let producer: ThreadedProducer<Ctx> = producer_config
         .set("bootstrap.servers", &args.bootstrap_server)
         .set("acks", &args.acks)
         .set("linger.ms", args.linger_ms.to_string())
         .set("batch.size", args.batch_size.to_string())
         .set("compression.type", &args.compression)
-        .set("enable.idempotence", args.idempotent.to_string())
+        .set(
+            "enable.idempotence",
+            (args.idempotent || args.transactional).to_string(),
+        )
         .set("queue.buffering.max.kbytes", "1048576")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "120000")
         .create_with_context(Ctx(Arc::clone(&stats)))
-        .context("creating the producer")?;
+        .map_err(|e| anyhow::anyhow!("creating the producer: {e:?}"))?;
+    if args.transactional {
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .context("init_transactions")?;
+    }
+    let mut commit_us: Vec<u32> = Vec::new();
     let mut value = vec![b'x'; args.record_size];
     let start = Instant::now();
     for i in 0..args.records {
@@ -179,6 +199,9 @@ fn main() -> anyhow::Result<()> {
             if due > now {
                 std::thread::sleep(due - now);
             }
+        }
+        if args.transactional && i % args.records_per_txn == 0 {
+            producer.begin_transaction().context("begin_transaction")?;
         }
         value[..8].copy_from_slice(&now_ns().to_be_bytes());
         let partition = (i % args.partitions as u64) as i32;
@@ -195,6 +218,24 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
+        if args.transactional && (i + 1) % args.records_per_txn == 0 {
+            // Flush first so the latency below is the commit alone (EndTxn: Prepare,
+            // markers, Complete, each fsynced).
+            // (ThreadedProducer::flush polls in 100 ms steps; wait on the queue instead.)
+            while producer.in_flight_count() > 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            let started = Instant::now();
+            producer
+                .commit_transaction(Duration::from_secs(60))
+                .context("commit_transaction")?;
+            commit_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+    if args.transactional && args.records % args.records_per_txn != 0 {
+        producer
+            .commit_transaction(Duration::from_secs(60))
+            .context("commit_transaction")?;
     }
     producer
         .flush(Duration::from_secs(300))
@@ -212,8 +253,24 @@ fn main() -> anyhow::Result<()> {
         args.acks,
         args.record_size,
         args.partitions,
-        if args.idempotent { ", idempotent" } else { "" }
+        if args.transactional {
+            format!(
+                ", transactional, {} records per transaction",
+                args.records_per_txn
+            )
+        } else if args.idempotent {
+            ", idempotent".to_string()
+        } else {
+            String::new()
+        }
     );
+    if args.transactional {
+        println!(
+            "commit latency ({} commits): {}",
+            commit_us.len(),
+            percentiles(commit_us)
+        );
+    }
     let latencies =
         std::mem::take(&mut *stats.latencies_us.lock().unwrap_or_else(|p| p.into_inner()));
     println!("produce ack latency: {}", percentiles(latencies));

@@ -37,7 +37,8 @@ def test_api_versions_v0_lists_every_served_api(broker):
     assert ranges[11] == (0, 9) and ranges[10] == (0, 4)  # JoinGroup, FindCoordinator
     for key in (24, 25, 26, 28):  # AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit
         assert ranges[key] == (0, 3)
-    for unimplemented in (65, 66, 68):  # Describe/ListTransactions, ConsumerGroupHeartbeat
+    assert ranges[65] == (0, 0) and ranges[66] == (0, 2)  # Describe/ListTransactions
+    for unimplemented in (27, 68):  # WriteTxnMarkers, ConsumerGroupHeartbeat
         assert unimplemented not in ranges
 
 

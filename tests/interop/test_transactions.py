@@ -220,3 +220,29 @@ def test_crash_between_prepare_and_complete_completes_on_restart(broker):
             break
     assert values == sorted(f"x{i}" for i in range(10)), "all of the transaction, atomically"
     assert "completing a transaction prepared before the restart" in broker.log()
+
+
+def test_admin_lists_and_describes_transactions(broker):
+    from kafka import TopicPartition as KTP
+    from kafka.admin import KafkaAdminClient
+
+    create(broker, ("adm-txn", 1))
+    done = txn_producer(broker, "adm-done")
+    done.begin_transaction()
+    done.produce("adm-txn", value=b"d", partition=0)
+    done.commit_transaction(15)
+    hanging = txn_producer(broker, "adm-open")
+    hanging.begin_transaction()
+    hanging.produce("adm-txn", value=b"h", partition=0)
+    hanging.flush(10)
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    listed = {t.transactional_id: t.state.value for ts in admin.list_transactions().values() for t in ts}
+    assert listed == {"adm-done": "CompleteCommit", "adm-open": "Ongoing"}
+    desc = admin.describe_transactions(["adm-open"])["adm-open"]
+    assert desc.state.value == "Ongoing" and desc.producer_epoch == 0
+    assert desc.topic_partitions == {KTP("adm-txn", 0)}
+    producers = admin.describe_producers([KTP("adm-txn", 0)])[KTP("adm-txn", 0)].active_producers
+    open_starts = {p.producer_id: p.current_transaction_start_offset for p in producers}
+    assert open_starts[desc.producer_id] == 2, "the open transaction starts after the committed one and its marker"
+    assert sorted(open_starts.values()) == [-1, 2]

@@ -67,6 +67,8 @@ requests! {
     OffsetDelete(OffsetDeleteRequest),
     DescribeCluster(DescribeClusterRequest),
     DescribeProducers(DescribeProducersRequest),
+    DescribeTransactions(DescribeTransactionsRequest),
+    ListTransactions(ListTransactionsRequest),
 }
 
 /// Why a frame could not be turned into a [`Request`].

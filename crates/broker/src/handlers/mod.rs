@@ -25,6 +25,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_producers;
+pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
 pub mod find_coordinator;
@@ -34,6 +35,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -113,6 +115,8 @@ pub fn dispatch(
             txn_offset_commit::handle(&n, r, ctx.version).await
         }),
         Request::DescribeProducers(r) => ctx.ready(&describe_producers::handle(broker, r)),
+        Request::ListTransactions(r) => ctx.ready(&list_transactions::handle(node, r)),
+        Request::DescribeTransactions(r) => ctx.ready(&describe_transactions::handle(node, r)),
         Request::FindCoordinator(r) => ctx.ready(&find_coordinator::handle(broker, r, ctx.version)),
         Request::Heartbeat(r) => ctx.ready(&heartbeat::handle(groups, r)),
         Request::ListGroups(r) => ctx.ready(&list_groups::handle(groups, r)),

@@ -64,71 +64,36 @@ impl GroupRuntime {
         partitions: i32,
     ) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
-        // Never delete offset records by age or size: without compaction, retention would
-        // drop live commits.
-        let keep_forever: BTreeMap<String, String> =
-            [("retention.ms", "-1"), ("retention.bytes", "-1")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        let topic = match broker.topic(OFFSETS_TOPIC) {
-            Some(t) => t,
-            None => broker.create_topic(OFFSETS_TOPIC, partitions, keep_forever, false)?,
-        };
+        let topic = crate::internal::open_topic(&broker, OFFSETS_TOPIC, partitions)?;
         let mut coordinator = GroupCoordinator::new(config);
         let mut txn_offsets: HashMap<i64, Vec<Record>> = HashMap::new();
         let now = crate::now_ms();
         let mut loaded = 0usize;
-        for partition in &topic.partitions {
-            let mut offset = partition.log_start_offset();
-            loop {
-                let (read, hw) = partition.read(offset, 8 << 20)?;
-                if read.records.is_empty() {
-                    break;
-                }
-                let mut buf = read.records.clone();
-                let sets =
-                    exacta_wire::kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
-                        .map_err(|e| {
-                            ApiError::new(
-                                ErrorCode::CorruptMessage,
-                                format!("{OFFSETS_TOPIC}-{}: {e}", partition.index),
-                            )
-                        })?;
-                for set in sets {
-                    for record in set.records {
-                        offset = record.offset + 1;
-                        let Some(key) = record.key else { continue };
-                        if record.control {
-                            // A transaction marker: its offsets become visible or vanish.
-                            let commit =
-                                key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 1;
-                            for r in txn_offsets.remove(&record.producer_id).unwrap_or_default() {
-                                if commit {
-                                    coordinator.apply(&r, now);
-                                }
-                            }
-                            continue;
-                        }
-                        match Record::from_key_value(&key, record.value.as_deref()) {
-                            Ok(r) if record.transactional => {
-                                txn_offsets.entry(record.producer_id).or_default().push(r);
-                            }
-                            Ok(r) => {
-                                coordinator.apply(&r, now);
-                                loaded += 1;
-                            }
-                            Err(e) => {
-                                tracing::warn!(partition = partition.index, offset = record.offset, error = %e, "skipping unreadable group record")
-                            }
-                        }
+        crate::internal::replay(&topic, |record| {
+            let Some(key) = record.key else { return };
+            if record.control {
+                // A transaction marker: its offsets become visible or vanish.
+                let commit = key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 1;
+                for r in txn_offsets.remove(&record.producer_id).unwrap_or_default() {
+                    if commit {
+                        coordinator.apply(&r, now);
                     }
                 }
-                if offset >= hw {
-                    break;
+                return;
+            }
+            match Record::from_key_value(&key, record.value.as_deref()) {
+                Ok(r) if record.transactional => {
+                    txn_offsets.entry(record.producer_id).or_default().push(r);
+                }
+                Ok(r) => {
+                    coordinator.apply(&r, now);
+                    loaded += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(offset = record.offset, error = %e, "skipping unreadable group record")
                 }
             }
-        }
+        })?;
         tracing::info!(
             groups = coordinator.list_groups().len(),
             records = loaded,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod flusher;
 pub mod groups;
 pub mod handlers;
+pub mod internal;
 pub mod partitions;
 pub mod server;
 pub mod txns;

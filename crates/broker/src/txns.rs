@@ -51,51 +51,21 @@ impl TxnRuntime {
         partitions: i32,
     ) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
-        let keep_forever: BTreeMap<String, String> =
-            [("retention.ms", "-1"), ("retention.bytes", "-1")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-        let topic = match broker.topic(TXN_TOPIC) {
-            Some(t) => t,
-            None => broker.create_topic(TXN_TOPIC, partitions, keep_forever, false)?,
-        };
+        let topic = crate::internal::open_topic(&broker, TXN_TOPIC, partitions)?;
         let mut coordinator = TxnCoordinator::new(config);
         let mut loaded = 0usize;
-        for partition in &topic.partitions {
-            let mut offset = partition.log_start_offset();
-            loop {
-                let (read, hw) = partition.read(offset, 8 << 20)?;
-                if read.records.is_empty() {
-                    break;
+        crate::internal::replay(&topic, |record| {
+            let Some(key) = record.key else { return };
+            match TxnRecord::from_key_value(&key, record.value.as_deref()) {
+                Ok(r) => {
+                    coordinator.apply(&r);
+                    loaded += 1;
                 }
-                let mut buf = read.records.clone();
-                let sets =
-                    exacta_wire::kafka_protocol::records::RecordBatchDecoder::decode_all(&mut buf)
-                        .map_err(|e| {
-                            ApiError::new(
-                                ErrorCode::CorruptMessage,
-                                format!("{TXN_TOPIC}-{}: {e}", partition.index),
-                            )
-                        })?;
-                for record in sets.into_iter().flat_map(|s| s.records) {
-                    offset = record.offset + 1;
-                    let Some(key) = record.key else { continue };
-                    match TxnRecord::from_key_value(&key, record.value.as_deref()) {
-                        Ok(r) => {
-                            coordinator.apply(&r);
-                            loaded += 1;
-                        }
-                        Err(e) => {
-                            tracing::warn!(offset = record.offset, error = %e, "skipping unreadable transaction record")
-                        }
-                    }
-                }
-                if offset >= hw {
-                    break;
+                Err(e) => {
+                    tracing::warn!(offset = record.offset, error = %e, "skipping unreadable transaction record")
                 }
             }
-        }
+        })?;
         tracing::info!(
             transactional_ids = coordinator.all().count(),
             records = loaded,

@@ -1038,9 +1038,7 @@ impl GroupCoordinator {
         }
         let simple = generation < 0 && group.state == GroupState::Empty;
         if !simple {
-            if !group.members.contains_key(member_id) {
-                return Err(ErrorCode::UnknownMemberId);
-            }
+            check_member(group, member_id, instance_id)?;
             if generation != group.generation {
                 return Err(ErrorCode::IllegalGeneration);
             }
@@ -1058,7 +1056,7 @@ impl GroupCoordinator {
     /// the same generation and member checks as OffsetCommit apply (KIP-447); without it
     /// only the metadata size is checked. Does not touch the group's state.
     pub fn validate_txn_commit(
-        &mut self,
+        &self,
         group_id: &str,
         generation: i32,
         member_id: &str,
@@ -1071,18 +1069,7 @@ impl GroupCoordinator {
                 .groups
                 .get(group_id)
                 .ok_or(ErrorCode::IllegalGeneration)?;
-            if let Some(instance) = instance_id {
-                if group
-                    .static_members
-                    .get(instance)
-                    .is_some_and(|id| id != member_id)
-                {
-                    return Err(ErrorCode::FencedInstanceId);
-                }
-            }
-            if !group.members.contains_key(member_id) {
-                return Err(ErrorCode::UnknownMemberId);
-            }
+            check_member(group, member_id, instance_id)?;
             if generation != group.generation {
                 return Err(ErrorCode::IllegalGeneration);
             }

@@ -247,6 +247,17 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
+        self.write_batches(batches, now_ms, ProducerStateManager::apply)
+    }
+
+    /// Assigns offsets to validated batches and writes them, rolling as needed; `record`
+    /// updates the producer state for each batch once it is in the segment.
+    fn write_batches(
+        &mut self,
+        batches: &mut [u8],
+        now_ms: i64,
+        record: impl Fn(&mut ProducerStateManager, &BatchHeader),
+    ) -> Result<AppendInfo, LogError> {
         let base_offset = self.next_offset;
         let mut position = 0;
         while position < batches.len() {
@@ -267,7 +278,7 @@ impl PartitionLog {
             self.maybe_roll(size as u64, now_ms)?;
             self.active_mut().append(batch, &header)?;
             self.next_offset = header.last_offset() + 1;
-            self.producers.apply(&header);
+            record(&mut self.producers, &header);
             position += size;
         }
         Ok(AppendInfo {
@@ -285,37 +296,11 @@ impl PartitionLog {
         batches: &mut [u8],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
-        let base_offset = self.next_offset;
-        let mut position = 0;
-        while position < batches.len() {
-            let header = BatchHeader::parse(&batches[position..]).map_err(|e| {
-                LogError::CorruptMetadata {
-                    path: self.dir.clone(),
-                    reason: format!("append of an unvalidated batch: {e}"),
-                }
-            })?;
+        for (_, h) in Batches::new(batches) {
             self.producers
-                .check_marker(header.producer_id, header.producer_epoch)?;
-            let size = header.size();
-            let batch = &mut batches[position..position + size];
-            assign_offset(batch, self.next_offset, 0);
-            let header = BatchHeader {
-                base_offset: self.next_offset,
-                partition_leader_epoch: 0,
-                ..header
-            };
-            self.maybe_roll(size as u64, now_ms)?;
-            self.active_mut().append(batch, &header)?;
-            self.next_offset = header.last_offset() + 1;
-            self.producers.apply_coordinator(&header);
-            position += size;
+                .check_marker(h.producer_id, h.producer_epoch)?;
         }
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: self.next_offset - 1,
-            log_start_offset: self.log_start_offset(),
-            duplicate: false,
-        })
+        self.write_batches(batches, now_ms, ProducerStateManager::apply_coordinator)
     }
 
     /// Appends a transaction marker for `producer_id` (the coordinator's WriteTxnMarkers)
@@ -336,27 +321,16 @@ impl PartitionLog {
             coordinator_epoch,
             now_ms,
         );
-        let header = BatchHeader::parse(&batch).map_err(|e| LogError::CorruptMetadata {
-            path: self.dir.clone(),
-            reason: format!("building a marker: {e}"),
+        let info = self.write_batches(&mut batch, now_ms, |producers, h| {
+            producers.apply_marker(
+                producer_id,
+                producer_epoch,
+                commit,
+                h.base_offset,
+                h.max_timestamp,
+            )
         })?;
-        let offset = self.next_offset;
-        assign_offset(&mut batch, offset, 0);
-        let header = BatchHeader {
-            base_offset: offset,
-            partition_leader_epoch: 0,
-            ..header
-        };
-        self.maybe_roll(batch.len() as u64, now_ms)?;
-        self.active_mut().append(&batch, &header)?;
-        self.next_offset = offset + 1;
-        self.producers.apply_marker(
-            producer_id,
-            producer_epoch,
-            commit,
-            offset,
-            header.max_timestamp,
-        );
+        let offset = info.base_offset;
         Ok(offset)
     }
 

@@ -285,7 +285,7 @@ fn encode_values(
     (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
     transactional: bool,
 ) -> Vec<u8> {
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::{Record, TimestampType};
     let records: Vec<Record> = values
         .iter()
         .enumerate()
@@ -307,10 +307,19 @@ fn encode_values(
             delete_horizon: false,
         })
         .collect();
+    encode(&records, compression)
+}
+
+/// Encodes records (that the encoder groups into one batch) as a v2 record batch.
+fn encode(
+    records: &[kafka_protocol::records::Record],
+    compression: kafka_protocol::records::Compression,
+) -> Vec<u8> {
+    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
     let mut buf = bytes::BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        &records,
+        records,
         &RecordEncodeOptions {
             version: 2,
             compression,
@@ -332,9 +341,7 @@ pub fn build_keyed_batch(
     transactional_producer: Option<(i64, i16)>,
 ) -> Vec<u8> {
     let (producer_id, producer_epoch) = transactional_producer.unwrap_or((-1, -1));
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, TimestampType};
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
@@ -354,17 +361,7 @@ pub fn build_keyed_batch(
             delete_horizon: false,
         })
         .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encoding records into memory cannot fail");
-    buf.to_vec()
+    encode(&records, Compression::None)
 }
 
 /// Builds a transaction marker (a control batch with one control record) as Kafka's
@@ -377,9 +374,7 @@ pub fn build_control_batch(
     coordinator_epoch: i32,
     timestamp: i64,
 ) -> Vec<u8> {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use kafka_protocol::records::{Compression, Record, TimestampType};
     let mut key = Vec::with_capacity(4);
     key.extend_from_slice(&0i16.to_be_bytes());
     key.extend_from_slice(&i16::from(commit).to_be_bytes());
@@ -401,17 +396,7 @@ pub fn build_control_batch(
         headers: Default::default(),
         delete_horizon: false,
     };
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        std::slice::from_ref(&record),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encoding records into memory cannot fail");
-    buf.to_vec()
+    encode(std::slice::from_ref(&record), Compression::None)
 }
 
 /// For a control batch: `Some(true)` for a commit marker, `Some(false)` for an abort.

@@ -100,7 +100,7 @@ impl Partition {
 
     /// Appends validated batches; with `flush_policy = "always"` queues a group fsync.
     pub fn append(self: &Arc<Self>, batches: &mut [u8]) -> Result<AppendInfo, ApiError> {
-        let info = self.log().append(batches, crate::now_ms())?;
+        let info = self.log().append(batches)?;
         if !info.duplicate {
             self.after_append(info.last_offset);
         }
@@ -199,9 +199,7 @@ impl Partition {
         self: &Arc<Self>,
         batches: &mut [u8],
     ) -> Result<exacta_log::AppendInfo, ApiError> {
-        let info = self
-            .log()
-            .append_from_coordinator(batches, crate::now_ms())?;
+        let info = self.log().append_from_coordinator(batches)?;
         self.after_append(info.last_offset);
         Ok(info)
     }

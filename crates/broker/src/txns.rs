@@ -23,6 +23,9 @@ use exacta_wire::batch::KeyedRecord;
 use crate::groups::{GroupRuntime, OFFSETS_TOPIC};
 use crate::partitions::{ApiError, Broker, Partition};
 
+/// A partition and the offset that must be durable (below its high watermark).
+pub type Durable = (Arc<Partition>, i64);
+
 /// Name of the internal transaction-state topic.
 pub const TXN_TOPIC: &str = "__transaction_state";
 
@@ -89,7 +92,7 @@ impl TxnRuntime {
     }
 
     /// Appends records (call with the lock held, so log order is state order).
-    fn append(&self, records: &[TxnRecord]) -> Result<Vec<(Arc<Partition>, i64)>, ApiError> {
+    fn append(&self, records: &[TxnRecord]) -> Result<Vec<Durable>, ApiError> {
         let now = crate::now_ms();
         let mut by_partition: BTreeMap<i32, Vec<KeyedRecord>> = BTreeMap::new();
         for r in records {
@@ -114,7 +117,7 @@ impl TxnRuntime {
         Ok(waits)
     }
 
-    async fn durable(waits: Vec<(Arc<Partition>, i64)>) {
+    async fn durable(waits: Vec<Durable>) {
         for (partition, last) in waits {
             partition.wait_for_high_watermark(last).await;
         }
@@ -128,8 +131,8 @@ impl TxnRuntime {
         expected: Option<(i64, i16)>,
     ) -> Result<(i64, i16), ErrorCode> {
         enum Step {
-            Done(Vec<(Arc<Partition>, i64)>, i64, i16),
-            AbortFirst(EndPlan, Vec<(Arc<Partition>, i64)>),
+            Done(Vec<Durable>, i64, i16),
+            AbortFirst(EndPlan, Vec<Durable>),
         }
         // At most one abort of an open transaction, then the epoch bump.
         for _ in 0..3 {
@@ -204,18 +207,24 @@ impl TxnRuntime {
         Ok(())
     }
 
-    /// EndTxn: prepare, markers, complete; a retry of a completed end succeeds.
+    /// EndTxn: prepare, markers, complete; a retry of a completed end succeeds. Returns the
+    /// producer id and epoch the client continues with (bumped with `v2`, KIP-890).
     pub async fn end_txn(
         &self,
         id: &str,
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), ErrorCode> {
+        v2: bool,
+    ) -> Result<(i64, i16), ErrorCode> {
         let (plan, waits) = {
             let mut state = self.lock();
-            match state.begin_end(id, producer_id, epoch, commit, crate::now_ms())? {
-                EndOutcome::AlreadyDone => return Ok(()),
+            match state.begin_end(id, producer_id, epoch, commit, v2, crate::now_ms())? {
+                EndOutcome::AlreadyDone => {
+                    return state
+                        .producer_of(id)
+                        .ok_or(ErrorCode::InvalidProducerIdMapping)
+                }
                 EndOutcome::Run(plan) => {
                     let waits = self
                         .append(std::slice::from_ref(&plan.prepare))
@@ -225,7 +234,9 @@ impl TxnRuntime {
             }
         };
         Self::durable(waits).await;
-        self.finish(plan).await
+        let (producer_id, epoch) = (plan.producer_id, plan.epoch);
+        self.finish(plan).await?;
+        Ok((producer_id, epoch))
     }
 
     /// Writes the markers of a prepared plan, then the Complete record.
@@ -269,16 +280,28 @@ impl TxnRuntime {
     }
 
     /// Runs `append` only if `producer_id`/`epoch` has the partition in its open
-    /// transaction, holding the coordinator lock throughout.
+    /// transaction, holding the coordinator lock throughout. With `implicit` (Produce v12,
+    /// TxnOffsetCommit v5: KIP-890) the partition first joins the transaction; the returned
+    /// wait (if any) is that change's record, to be durable before the answer.
     pub fn verified<T>(
         &self,
         producer_id: i64,
         epoch: i16,
         topic: &str,
         partition: i32,
+        implicit: bool,
         append: impl FnOnce() -> Result<T, ApiError>,
-    ) -> Result<T, ApiError> {
-        let state = self.lock();
+    ) -> Result<(T, Vec<Durable>), ApiError> {
+        let mut state = self.lock();
+        let mut waits = Vec::new();
+        if implicit {
+            let added = state
+                .add_partition_implicitly(producer_id, epoch, (topic.to_string(), partition), crate::now_ms())
+                .map_err(|code| ApiError::new(code, format!("producer {producer_id} epoch {epoch} cannot add {topic}-{partition} to a transaction")))?;
+            if let Some(record) = added {
+                waits = self.append(&[record])?;
+            }
+        }
         state
             .partition_in_txn(producer_id, epoch, topic, partition)
             .map_err(|code| {
@@ -287,7 +310,12 @@ impl TxnRuntime {
                     format!("producer {producer_id} epoch {epoch} has no open transaction containing {topic}-{partition}"),
                 )
             })?;
-        append()
+        Ok((append()?, waits))
+    }
+
+    /// Waits until records written by [`TxnRuntime::verified`] are durable.
+    pub async fn durable_records(waits: Vec<Durable>) {
+        Self::durable(waits).await
     }
 
     /// The `__consumer_offsets` partition of a group, as AddOffsetsToTxn adds it.

@@ -83,6 +83,17 @@ pub struct TxnMetadata {
     pub partitions: BTreeSet<(String, i32)>,
     pub start_ms: i64,
     pub last_update_ms: i64,
+    /// The current transaction uses protocol v2 (KIP-890): the epoch is bumped by every
+    /// EndTxn, so nothing sent with an older epoch can join a later transaction.
+    #[serde(default)]
+    pub v2: bool,
+    /// v2: the epoch before the last EndTxn's bump, to answer its retries.
+    #[serde(default = "no_epoch")]
+    pub previous_epoch: i16,
+}
+
+fn no_epoch() -> i16 {
+    -1
 }
 
 /// One record of `__transaction_state`; `None` is a tombstone (expired id).
@@ -216,6 +227,8 @@ impl TxnCoordinator {
                     partitions: BTreeSet::new(),
                     start_ms: -1,
                     last_update_ms: now,
+                    v2: false,
+                    previous_epoch: -1,
                 },
             );
             return InitOutcome::Ready {
@@ -302,6 +315,32 @@ impl TxnCoordinator {
         Ok(meta)
     }
 
+    /// Produce v12 / TxnOffsetCommit v5 (KIP-890): the partition joins the producer's
+    /// transaction implicitly, starting one if needed. Returns the record to write, if any.
+    pub fn add_partition_implicitly(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        partition: (String, i32),
+        now: i64,
+    ) -> Result<Option<TxnRecord>, ErrorCode> {
+        let id = self
+            .by_producer
+            .get(&producer_id)
+            .cloned()
+            .ok_or(ErrorCode::InvalidProducerIdMapping)?;
+        let record = self.add_partitions(&id, producer_id, epoch, &[partition], now)?;
+        if let Some(meta) = self.txns.get_mut(&id) {
+            meta.v2 = true;
+        }
+        Ok(record.map(|_| self.record(&id)))
+    }
+
+    /// The producer id and epoch of a transactional id (EndTxn v5 answers with them).
+    pub fn producer_of(&self, id: &str) -> Option<(i64, i16)> {
+        self.txns.get(id).map(|m| (m.producer_id, m.epoch))
+    }
+
     /// AddPartitionsToTxn / AddOffsetsToTxn: the record to write, if anything changed.
     pub fn add_partitions(
         &mut self,
@@ -330,15 +369,34 @@ impl TxnCoordinator {
         Ok(Some(self.set(id, next)))
     }
 
-    /// EndTxn: the plan to run, or success for a retry of a completed end.
+    /// EndTxn: the plan to run, or success for a retry of a completed end. With `v2`
+    /// (EndTxn v5+, KIP-890) the Prepare bumps the epoch and the markers carry the new one,
+    /// which the client uses from then on.
     pub fn begin_end(
         &mut self,
         id: &str,
         producer_id: i64,
         epoch: i16,
         commit: bool,
+        v2: bool,
         now: i64,
     ) -> Result<EndOutcome, ErrorCode> {
+        if v2 {
+            // A retry of the EndTxn that bumped the epoch: answer it again.
+            if let Some(meta) = self.txns.get(id) {
+                let done = matches!(
+                    (meta.state, commit),
+                    (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false)
+                );
+                if done
+                    && meta.v2
+                    && meta.producer_id == producer_id
+                    && meta.previous_epoch == epoch
+                {
+                    return Ok(EndOutcome::AlreadyDone);
+                }
+            }
+        }
         let meta = self.check_producer(id, producer_id, epoch)?;
         match (meta.state, commit) {
             (TxnState::Ongoing, _) => {
@@ -349,12 +407,18 @@ impl TxnCoordinator {
                     TxnState::PrepareAbort
                 };
                 next.last_update_ms = now;
+                next.v2 = v2;
+                if v2 {
+                    next.previous_epoch = next.epoch;
+                    next.epoch = next.epoch.saturating_add(1).min(i16::MAX - 1);
+                }
+                let marker_epoch = next.epoch;
                 let partitions = next.partitions.iter().cloned().collect();
                 let prepare = self.set(id, next);
                 Ok(EndOutcome::Run(EndPlan {
                     transactional_id: id.to_string(),
                     producer_id,
-                    epoch,
+                    epoch: marker_epoch,
                     commit,
                     partitions,
                     prepare,

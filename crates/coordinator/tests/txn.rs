@@ -69,7 +69,7 @@ impl Harness {
         commit: bool,
         now: i64,
     ) -> Result<Option<EndPlan>, ErrorCode> {
-        match self.c.begin_end(id, pid, epoch, commit, now)? {
+        match self.c.begin_end(id, pid, epoch, commit, false, now)? {
             EndOutcome::AlreadyDone => Ok(None),
             EndOutcome::Run(plan) => {
                 self.log.push(plan.prepare.clone());
@@ -214,4 +214,43 @@ fn replay_rebuilds_the_state_and_unfinished_prepares() {
         (unfinished[0].commit, &unfinished[0].partitions),
         (true, &pending.partitions)
     );
+}
+
+#[test]
+fn v2_bumps_the_epoch_at_every_end_and_fences_older_requests() {
+    let mut h = Harness::new();
+    let (pid, e0) = h.init("a", 0).unwrap();
+    // Produce v12: the partition joins implicitly and starts the transaction.
+    let r =
+        h.c.add_partition_implicitly(pid, e0, ("t".into(), 0), 1)
+            .unwrap();
+    assert!(r.is_some() && h.state("a") == TxnState::Ongoing);
+    assert!(h
+        .c
+        .add_partition_implicitly(pid, e0, ("t".into(), 0), 2)
+        .unwrap()
+        .is_none());
+    let EndOutcome::Run(plan) = h.c.begin_end("a", pid, e0, true, true, 3).unwrap() else {
+        panic!("expected a plan")
+    };
+    assert_eq!(plan.epoch, e0 + 1, "markers carry the bumped epoch");
+    h.run(plan, 4);
+    assert_eq!(h.c.producer_of("a"), Some((pid, e0 + 1)));
+    // A retried EndTxn with the old epoch is answered again; anything else old is fenced.
+    assert!(matches!(
+        h.c.begin_end("a", pid, e0, true, true, 5),
+        Ok(EndOutcome::AlreadyDone)
+    ));
+    assert_eq!(
+        h.c.add_partition_implicitly(pid, e0, ("t".into(), 0), 5),
+        Err(ErrorCode::ProducerFenced)
+    );
+    assert_eq!(
+        h.c.partition_in_txn(pid, e0, "t", 0),
+        Err(ErrorCode::InvalidProducerEpoch)
+    );
+    // The next transaction with the new epoch works.
+    h.c.add_partition_implicitly(pid, e0 + 1, ("t".into(), 0), 6)
+        .unwrap();
+    assert!(h.c.partition_in_txn(pid, e0 + 1, "t", 0).is_ok());
 }

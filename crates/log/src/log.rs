@@ -237,7 +237,7 @@ impl PartitionLog {
     ///
     /// To ensure correctness: the caller validated every batch (CRC, header), so a crash
     /// after this call leaves only whole valid batches or a torn tail that recovery cuts.
-    pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+    pub fn append(&mut self, batches: &mut [u8]) -> Result<AppendInfo, LogError> {
         let headers: Vec<BatchHeader> = Batches::new(batches).map(|(_, h)| h).collect();
         if let Verdict::Duplicate(original) = self.producers.check(&headers)? {
             return Ok(AppendInfo {
@@ -247,7 +247,7 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
-        self.write_batches(batches, now_ms, ProducerStateManager::apply)
+        self.write_batches(batches, ProducerStateManager::apply)
     }
 
     /// Assigns offsets to validated batches and writes them, rolling as needed; `record`
@@ -255,7 +255,6 @@ impl PartitionLog {
     fn write_batches(
         &mut self,
         batches: &mut [u8],
-        now_ms: i64,
         record: impl Fn(&mut ProducerStateManager, &BatchHeader),
     ) -> Result<AppendInfo, LogError> {
         let base_offset = self.next_offset;
@@ -275,7 +274,7 @@ impl PartitionLog {
                 partition_leader_epoch: 0,
                 ..header
             };
-            self.maybe_roll(size as u64, now_ms)?;
+            self.maybe_roll(size as u64, header.max_timestamp)?;
             self.active_mut().append(batch, &header)?;
             self.next_offset = header.last_offset() + 1;
             record(&mut self.producers, &header);
@@ -291,16 +290,12 @@ impl PartitionLog {
 
     /// Appends batches a coordinator writes for a producer (transactional offset commits):
     /// no sequence checks, the producer's epoch must be current.
-    pub fn append_from_coordinator(
-        &mut self,
-        batches: &mut [u8],
-        now_ms: i64,
-    ) -> Result<AppendInfo, LogError> {
+    pub fn append_from_coordinator(&mut self, batches: &mut [u8]) -> Result<AppendInfo, LogError> {
         for (_, h) in Batches::new(batches) {
             self.producers
                 .check_marker(h.producer_id, h.producer_epoch)?;
         }
-        self.write_batches(batches, now_ms, ProducerStateManager::apply_coordinator)
+        self.write_batches(batches, ProducerStateManager::apply_coordinator)
     }
 
     /// Appends a transaction marker for `producer_id` (the coordinator's WriteTxnMarkers)
@@ -321,7 +316,7 @@ impl PartitionLog {
             coordinator_epoch,
             now_ms,
         );
-        let info = self.write_batches(&mut batch, now_ms, |producers, h| {
+        let info = self.write_batches(&mut batch, |producers, h| {
             producers.apply_marker(
                 producer_id,
                 producer_epoch,
@@ -342,14 +337,17 @@ impl PartitionLog {
             .map_or(high_watermark, |o| o.min(high_watermark))
     }
 
-    fn maybe_roll(&mut self, incoming_bytes: u64, now_ms: i64) -> Result<(), LogError> {
+    /// Rolls before a batch of `incoming_bytes` whose max timestamp is `incoming_timestamp`.
+    /// As Kafka's `LogSegment.shouldRoll`, age is measured between the segment's first batch
+    /// and the incoming one, so replaying old data does not roll at every batch.
+    fn maybe_roll(&mut self, incoming_bytes: u64, incoming_timestamp: i64) -> Result<(), LogError> {
         let active = self.active();
         if active.is_empty() {
             return Ok(());
         }
         let full = active.size() + incoming_bytes > self.config.segment_bytes;
         let old = active.first_batch_timestamp() >= 0
-            && now_ms - active.first_batch_timestamp() > self.config.segment_ms;
+            && incoming_timestamp - active.first_batch_timestamp() > self.config.segment_ms;
         // Relative offsets and positions in the indexes are u32.
         let index_full = self.next_offset - active.base_offset() > i64::from(u32::MAX) - (1 << 20)
             || active.size() + incoming_bytes > u64::from(u32::MAX);

@@ -29,8 +29,8 @@ fn offsets_in(buf: &[u8]) -> Vec<(i64, i64)> {
 fn append_assigns_consecutive_offsets_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), true).unwrap();
-    let a = log.append(&mut batch(3, T0), T0).unwrap();
-    let b = log.append(&mut batch(2, T0), T0).unwrap();
+    let a = log.append(&mut batch(3, T0)).unwrap();
+    let b = log.append(&mut batch(2, T0)).unwrap();
     assert_eq!((a.base_offset, a.last_offset), (0, 2));
     assert_eq!((b.base_offset, b.last_offset), (3, 4));
     let read = log.read(0, 1 << 20, 5).unwrap();
@@ -58,7 +58,7 @@ fn max_bytes_returns_whole_batches_and_at_least_one() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), true).unwrap();
     for _ in 0..4 {
-        log.append(&mut batch(5, T0), T0).unwrap();
+        log.append(&mut batch(5, T0)).unwrap();
     }
     let one = log.read(0, 1, 20).unwrap();
     assert_eq!(offsets_in(&one.records), vec![(0, 4)]);
@@ -73,7 +73,7 @@ fn rolls_segments_and_reads_across_them() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = PartitionLog::open(dir.path(), small_segments(), true).unwrap();
     for _ in 0..50 {
-        log.append(&mut batch(3, T0), T0).unwrap();
+        log.append(&mut batch(3, T0)).unwrap();
     }
     assert!(log.segment_count() >= 4, "{} segments", log.segment_count());
     let mut next = 0;
@@ -92,7 +92,7 @@ fn clean_reopen_keeps_everything() {
     {
         let (mut log, _) = PartitionLog::open(dir.path(), small_segments(), true).unwrap();
         for _ in 0..30 {
-            log.append(&mut batch(3, T0), T0).unwrap();
+            log.append(&mut batch(3, T0)).unwrap();
         }
         log.close().unwrap();
     }
@@ -112,7 +112,7 @@ fn unclean_reopen_truncates_a_torn_tail() {
     {
         let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), true).unwrap();
         for _ in 0..10 {
-            log.append(&mut batch(2, T0), T0).unwrap();
+            log.append(&mut batch(2, T0)).unwrap();
         }
         log.flush().unwrap();
         active = dir.path().join(exacta_log::segment::file_name(0, "log"));
@@ -129,7 +129,7 @@ fn unclean_reopen_truncates_a_torn_tail() {
     assert!(info.bytes_truncated > 0);
     assert_eq!(log.log_end_offset(), 18);
     // The log keeps working after recovery.
-    let a = log.append(&mut batch(2, T0), T0).unwrap();
+    let a = log.append(&mut batch(2, T0)).unwrap();
     assert_eq!(a.base_offset, 18);
 }
 
@@ -141,7 +141,7 @@ fn unclean_reopen_cuts_at_first_corrupt_batch() {
     for _ in 0..5 {
         let mut b = batch(2, T0);
         sizes.push(b.len() as u64);
-        log.append(&mut b, T0).unwrap();
+        log.append(&mut b).unwrap();
     }
     drop(log);
     let path = dir.path().join(exacta_log::segment::file_name(0, "log"));
@@ -162,7 +162,7 @@ fn garbage_tails_never_panic() {
         let dir = tempfile::tempdir().unwrap();
         {
             let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), true).unwrap();
-            log.append(&mut batch(2, T0), T0).unwrap();
+            log.append(&mut batch(2, T0)).unwrap();
         }
         let path = dir.path().join(exacta_log::segment::file_name(0, "log"));
         let mut bytes = std::fs::read(&path).unwrap();
@@ -191,7 +191,7 @@ fn finds_offsets_by_timestamp() {
     let (mut log, _) = PartitionLog::open(dir.path(), small_segments(), true).unwrap();
     // Batch i holds 3 records stamped T0 + 10*i, +1, +2.
     for i in 0..40 {
-        log.append(&mut batch(3, T0 + 10 * i), T0).unwrap();
+        log.append(&mut batch(3, T0 + 10 * i)).unwrap();
     }
     assert_eq!(log.offset_for_timestamp(T0).unwrap(), Some((0, T0)));
     assert_eq!(
@@ -232,7 +232,7 @@ fn timestamp_lookup_handles_out_of_order_timestamps() {
     let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
     // CreateTime is the producer's clock: it may go backwards.
     for ts in [T0 + 100, T0 + 50, T0 + 200, T0 + 10] {
-        log.append(&mut batch(1, ts), T0).unwrap();
+        log.append(&mut batch(1, ts)).unwrap();
     }
     assert_eq!(
         log.offset_for_timestamp(T0 + 60).unwrap(),
@@ -252,7 +252,7 @@ fn retention_by_size_and_time_deletes_old_segments() {
     config.retention_bytes = 8192;
     let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
     for _ in 0..60 {
-        log.append(&mut batch(3, T0), T0).unwrap();
+        log.append(&mut batch(3, T0)).unwrap();
     }
     let before = log.segment_count();
     let deleted = log.apply_retention(T0).unwrap();
@@ -272,9 +272,7 @@ fn retention_by_size_and_time_deletes_old_segments() {
     assert_eq!(log.segment_count(), 1);
     assert_eq!(log.log_start_offset(), end);
     assert_eq!(
-        log.append(&mut batch(1, T0 + 5000), T0 + 5000)
-            .unwrap()
-            .base_offset,
+        log.append(&mut batch(1, T0 + 5000)).unwrap().base_offset,
         end
     );
 }
@@ -287,14 +285,29 @@ fn rolls_by_time_when_the_first_batch_is_old() {
         ..LogConfig::default()
     };
     let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
-    log.append(&mut batch(1, T0), T0).unwrap();
-    log.append(&mut batch(1, T0 + 500), T0 + 500).unwrap();
+    log.append(&mut batch(1, T0)).unwrap();
+    log.append(&mut batch(1, T0 + 500)).unwrap();
     assert_eq!(log.segment_count(), 1);
     // The first batch is now older than segment.ms: the next append opens a new segment.
-    log.append(&mut batch(1, T0 + 1500), T0 + 1500).unwrap();
+    log.append(&mut batch(1, T0 + 1500)).unwrap();
     assert_eq!(log.segment_count(), 2);
     assert_eq!(
         offsets_in(&log.read(2, 1 << 20, 3).unwrap().records),
         vec![(2, 2)]
     );
+}
+
+#[test]
+fn old_timestamps_do_not_roll_every_batch() {
+    // Replaying data stamped years ago: age is measured between batches, as in Kafka.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
+    let (mut log, _) = PartitionLog::open(dir.path(), config, true).unwrap();
+    for i in 0..10 {
+        log.append(&mut batch(1, T0 + i)).unwrap();
+    }
+    assert_eq!(log.segment_count(), 1);
 }

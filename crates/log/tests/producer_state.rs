@@ -32,27 +32,27 @@ fn small() -> LogConfig {
 fn retry_is_acknowledged_with_original_offsets_and_not_appended() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), true).unwrap();
-    let first = log.append(&mut pbatch(1, 0, 0, 3), T0).unwrap();
-    let second = log.append(&mut pbatch(1, 0, 3, 2), T0).unwrap();
-    let retry = log.append(&mut pbatch(1, 0, 0, 3), T0).unwrap();
+    let first = log.append(&mut pbatch(1, 0, 0, 3)).unwrap();
+    let second = log.append(&mut pbatch(1, 0, 3, 2)).unwrap();
+    let retry = log.append(&mut pbatch(1, 0, 0, 3)).unwrap();
     assert!(!first.duplicate && retry.duplicate);
     assert_eq!((retry.base_offset, retry.last_offset), (0, 2));
     assert_eq!((second.base_offset, second.last_offset), (3, 4));
     assert_eq!(log.log_end_offset(), 5);
     // A gap, an old epoch and an unknown producer are refused and change nothing.
     assert!(matches!(
-        log.append(&mut pbatch(1, 0, 9, 1), T0),
+        log.append(&mut pbatch(1, 0, 9, 1)),
         Err(LogError::Producer(SequenceError::OutOfOrderSequence { .. }))
     ));
-    log.append(&mut pbatch(1, 1, 0, 1), T0).unwrap();
+    log.append(&mut pbatch(1, 1, 0, 1)).unwrap();
     assert!(matches!(
-        log.append(&mut pbatch(1, 0, 5, 1), T0),
+        log.append(&mut pbatch(1, 0, 5, 1)),
         Err(LogError::Producer(
             SequenceError::InvalidProducerEpoch { .. }
         ))
     ));
     assert!(matches!(
-        log.append(&mut pbatch(2, 0, 4, 1), T0),
+        log.append(&mut pbatch(2, 0, 4, 1)),
         Err(LogError::Producer(SequenceError::UnknownProducerId { .. }))
     ));
     assert_eq!(log.log_end_offset(), 6);
@@ -69,7 +69,7 @@ fn workload(log: &mut PartitionLog) {
             seq[p] = 0;
         }
         let n = 1 + (round % 3);
-        log.append(&mut pbatch(100 + p as i64, epoch[p], seq[p], n), T0)
+        log.append(&mut pbatch(100 + p as i64, epoch[p], seq[p], n))
             .unwrap();
         seq[p] += n as i32;
     }
@@ -147,8 +147,8 @@ fn retention_keeps_the_state_of_active_producers() {
 fn snapshots_past_a_truncated_log_end_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), true).unwrap();
-    log.append(&mut pbatch(1, 0, 0, 2), T0).unwrap();
-    log.append(&mut pbatch(1, 0, 2, 2), T0).unwrap();
+    log.append(&mut pbatch(1, 0, 0, 2)).unwrap();
+    log.append(&mut pbatch(1, 0, 2, 2)).unwrap();
     log.close().unwrap(); // snapshot at 4
     drop(log);
     // Lose the last batch (as a broken disk might), then recover.
@@ -162,5 +162,5 @@ fn snapshots_past_a_truncated_log_end_are_ignored() {
     assert_eq!(info.snapshot_offset, -1);
     // The state matches the log: the lost batch may be sent again.
     assert_eq!(log.producer_state().get(1).unwrap().last_sequence(), 1);
-    assert!(!log.append(&mut pbatch(1, 0, 2, 2), T0).unwrap().duplicate);
+    assert!(!log.append(&mut pbatch(1, 0, 2, 2)).unwrap().duplicate);
 }

@@ -33,9 +33,9 @@ fn small() -> LogConfig {
 fn open_transactions_hold_the_lso_and_markers_release_it() {
     let dir = tempfile::tempdir().unwrap();
     let (mut log, _) = PartitionLog::open(dir.path(), LogConfig::default(), true).unwrap();
-    log.append(&mut plain(2), T0).unwrap(); // 0..1
-    log.append(&mut txn(7, 0, 3), T0).unwrap(); // 2..4, pid 7 open from 2
-    log.append(&mut txn(8, 0, 2), T0).unwrap(); // 5..6, pid 8 open from 5
+    log.append(&mut plain(2)).unwrap(); // 0..1
+    log.append(&mut txn(7, 0, 3)).unwrap(); // 2..4, pid 7 open from 2
+    log.append(&mut txn(8, 0, 2)).unwrap(); // 5..6, pid 8 open from 5
     let hw = log.log_end_offset();
     assert_eq!(log.last_stable_offset(hw), 2);
     // Commit 7: the LSO moves to 8's first offset.
@@ -61,10 +61,11 @@ fn open_transactions_hold_the_lso_and_markers_release_it() {
     assert!(log.producer_state().aborted_between(9, 20).is_empty());
     assert!(log.producer_state().aborted_between(0, 5).is_empty());
     // A marker from an older epoch is refused (the producer was fenced).
-    log.append(
-        &mut build_transactional_batch(&[b"x".to_vec()], T0, (9, 5, 0)),
+    log.append(&mut build_transactional_batch(
+        &[b"x".to_vec()],
         T0,
-    )
+        (9, 5, 0),
+    ))
     .unwrap();
     assert!(log.append_marker(9, 4, true, 0, T0).is_err());
 }
@@ -76,7 +77,7 @@ fn transaction_state_survives_crash_and_restart() {
     let mut seq = [0i32; 3];
     for round in 0..60 {
         let pid = (round % 3) as i64;
-        log.append(&mut txn(pid, seq[pid as usize], 2), T0).unwrap();
+        log.append(&mut txn(pid, seq[pid as usize], 2)).unwrap();
         seq[pid as usize] += 2;
         if round % 4 == 3 {
             log.append_marker(pid, 0, round % 8 == 3, 0, T0).unwrap();

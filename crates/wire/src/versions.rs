@@ -32,11 +32,16 @@ const fn range(key: ApiKey, min: i16, max: i16) -> ApiRange {
 /// version, so none sends v0-v2; one that did would have its connection closed.
 pub const PRODUCE_ADVERTISED_MIN: i16 = 0;
 
+/// Transaction protocol version the broker finalizes in ApiVersions (KIP-890 feature
+/// `transaction.version`): 2 means EndTxn v5 bumps the epoch and Produce v12 /
+/// TxnOffsetCommit v5 add partitions implicitly.
+pub const TRANSACTION_VERSION: i16 = 2;
+
 /// Every API the broker answers, in ApiKey order.
 pub const SUPPORTED: &[ApiRange] = &[
     ApiRange {
         advertised_min: PRODUCE_ADVERTISED_MIN,
-        ..range(ApiKey::Produce, 3, 11)
+        ..range(ApiKey::Produce, 3, 12)
     },
     range(ApiKey::Fetch, 4, 16),
     range(ApiKey::ListOffsets, 1, 7),
@@ -59,8 +64,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::InitProducerId, 0, 5),
     range(ApiKey::AddPartitionsToTxn, 0, 3),
     range(ApiKey::AddOffsetsToTxn, 0, 3),
-    range(ApiKey::EndTxn, 0, 3),
-    range(ApiKey::TxnOffsetCommit, 0, 3),
+    range(ApiKey::EndTxn, 0, 5),
+    range(ApiKey::TxnOffsetCommit, 0, 5),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::OffsetDelete, 0, 0),
     range(ApiKey::DescribeCluster, 0, 1),

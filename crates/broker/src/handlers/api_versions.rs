@@ -7,8 +7,11 @@
 use exacta_types::ErrorCode;
 use exacta_wire::frame::encode_response;
 use exacta_wire::versions::SUPPORTED;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::protocol::StrBytes;
 
 pub fn handle(_version: i16) -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
@@ -21,6 +24,17 @@ pub fn handle(_version: i16) -> ApiVersionsResponse {
                 .with_max_version(r.max)
         })
         .collect();
+    // KIP-890: clients that know transaction protocol v2 use it when it is finalized.
+    let name = StrBytes::from_static_str("transaction.version");
+    response.supported_features = vec![SupportedFeatureKey::default()
+        .with_name(name.clone())
+        .with_min_version(0)
+        .with_max_version(exacta_wire::versions::TRANSACTION_VERSION)];
+    response.finalized_features_epoch = 1;
+    response.finalized_features = vec![FinalizedFeatureKey::default()
+        .with_name(name)
+        .with_min_version_level(exacta_wire::versions::TRANSACTION_VERSION)
+        .with_max_version_level(exacta_wire::versions::TRANSACTION_VERSION)];
     response
 }
 

@@ -1,11 +1,15 @@
 //! EndTxn (key 26): commit or abort. Answered once the Prepare record, every marker and the
-//! Complete record are durable; a retry of a completed end succeeds.
+//! Complete record are durable; a retry of a completed end succeeds. From v5 (transaction
+//! protocol v2, KIP-890) the epoch is bumped by every end and returned to the client.
 
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 
 use crate::Node;
 
-pub async fn handle(node: &Node, request: EndTxnRequest) -> EndTxnResponse {
+/// EndTxn v5+ is transaction protocol v2 (KIP-890): the epoch is bumped and returned.
+pub const V2_MIN_VERSION: i16 = 5;
+
+pub async fn handle(node: &Node, request: EndTxnRequest, version: i16) -> EndTxnResponse {
     let result = node
         .txns
         .end_txn(
@@ -13,13 +17,19 @@ pub async fn handle(node: &Node, request: EndTxnRequest) -> EndTxnResponse {
             request.producer_id.0,
             request.producer_epoch,
             request.committed,
+            version >= V2_MIN_VERSION,
         )
         .await;
-    if let Err(e) = result {
-        tracing::debug!(transactional_id = %request.transactional_id.as_str(), error = %e, "EndTxn refused");
+    match result {
+        Ok((producer_id, epoch)) => EndTxnResponse::default()
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch),
+        Err(e) => {
+            tracing::debug!(transactional_id = %request.transactional_id.as_str(), error = %e, "EndTxn refused");
+            EndTxnResponse::default()
+                .with_error_code(e.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
     }
-    EndTxnResponse::default()
-        .with_error_code(result.err().map_or(0, |e| e.code()))
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1)
 }

@@ -110,7 +110,9 @@ pub fn dispatch(
         Request::AddOffsetsToTxn(r) => later(node, ctx, |n| async move {
             add_offsets_to_txn::handle(&n, r).await
         }),
-        Request::EndTxn(r) => later(node, ctx, |n| async move { end_txn::handle(&n, r).await }),
+        Request::EndTxn(r) => later(node, ctx, move |n| async move {
+            end_txn::handle(&n, r, ctx.version).await
+        }),
         Request::TxnOffsetCommit(r) => later(node, ctx, move |n| async move {
             txn_offset_commit::handle(&n, r, ctx.version).await
         }),

@@ -27,12 +27,15 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
     let mut response = ProduceResponse::default();
     // (topic index, partition index, partition, last offset) of appends to wait for.
     let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    // Transaction records of partitions that joined a transaction implicitly (Produce
+    // v12): durable before any answer, whatever the acks.
+    let mut txn_records: Vec<crate::txns::Durable> = Vec::new();
     for (ti, topic) in request.topic_data.into_iter().enumerate() {
         let mut topic_response = TopicProduceResponse::default().with_name(topic.name.clone());
         for (pi, data) in topic.partition_data.into_iter().enumerate() {
             let index = data.index;
             let result = if matches!(acks, -1..=1) {
-                append(node, &topic.name, data)
+                append(node, &topic.name, data, ctx.version, &mut txn_records)
             } else {
                 Err(ApiError::new(
                     ErrorCode::InvalidRequiredAcks,
@@ -63,12 +66,18 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
     if acks == 0 {
         return Box::pin(std::future::ready(Ok(None)));
     }
-    if acks == 1 || broker.config.flush_policy != FlushPolicy::Always || waits.is_empty() {
+    if txn_records.is_empty()
+        && (acks == 1 || broker.config.flush_policy != FlushPolicy::Always || waits.is_empty())
+    {
         let reply = ctx.encode(&response);
         return Box::pin(std::future::ready(reply));
     }
+    if acks == 1 || broker.config.flush_policy != FlushPolicy::Always {
+        waits.clear();
+    }
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     Box::pin(async move {
+        crate::txns::TxnRuntime::durable_records(txn_records).await;
         let deadline = tokio::time::Instant::now() + timeout;
         for (ti, pi, partition, last_offset) in waits {
             let durable =
@@ -84,10 +93,16 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
     })
 }
 
+/// Produce v12+ is transaction protocol v2 (KIP-890): a transactional batch adds its
+/// partition to the producer's transaction implicitly.
+pub const V2_MIN_VERSION: i16 = 12;
+
 fn append(
     node: &Node,
     topic: &str,
     data: PartitionProduceData,
+    version: i16,
+    txn_records: &mut Vec<crate::txns::Durable>,
 ) -> Result<(Arc<Partition>, exacta_log::AppendInfo), ApiError> {
     let broker = &node.broker;
     if exacta_types::is_internal_topic(topic) {
@@ -110,13 +125,16 @@ fn append(
     let info = if first.is_transactional() {
         // Only into an open transaction that contains this partition, checked and
         // appended atomically with respect to the transaction's end.
-        node.txns.verified(
+        let (info, added) = node.txns.verified(
             first.producer_id,
             first.producer_epoch,
             topic,
             data.index,
+            version >= V2_MIN_VERSION,
             || partition.append(&mut buf),
-        )?
+        )?;
+        txn_records.extend(added);
+        info
     } else {
         partition.append(&mut buf)?
     };

@@ -1,6 +1,7 @@
 //! TxnOffsetCommit (key 28): offsets committed inside a transaction. The group's offsets
 //! partition must be in the transaction (AddOffsetsToTxn); with member information (v3,
-//! KIP-447) the generation and member are checked. The offsets become visible only when the
+//! KIP-447) the generation and member are checked; from v5 (KIP-890) the partition joins
+//! the transaction implicitly. The offsets become visible only when the
 //! commit marker reaches `__consumer_offsets`; an abort drops them.
 
 use exacta_coordinator::group::CommitPartition;
@@ -11,6 +12,10 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 
 use crate::Node;
+
+/// TxnOffsetCommit v5+ is transaction protocol v2 (KIP-890): the group's offsets partition
+/// joins the transaction implicitly.
+pub const V2_MIN_VERSION: i16 = 5;
 
 pub async fn handle(
     node: &Node,
@@ -45,6 +50,7 @@ pub async fn handle(
         request.producer_epoch,
         &offsets_topic,
         offsets_partition,
+        version >= V2_MIN_VERSION,
         || {
             Ok(node.groups.append_txn_offsets(
                 &request.group_id,
@@ -57,11 +63,12 @@ pub async fn handle(
     );
     let codes = match appended {
         Err(e) => Err(e.code),
-        Ok(Err(code)) => Err(code),
-        Ok(Ok((wait, codes))) => {
+        Ok((Err(code), _)) => Err(code),
+        Ok((Ok((wait, codes)), added)) => {
             if let Some((partition, last)) = wait {
                 partition.wait_for_high_watermark(last).await;
             }
+            crate::txns::TxnRuntime::durable_records(added).await;
             Ok(codes)
         }
     };

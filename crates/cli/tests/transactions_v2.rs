@@ -1,0 +1,251 @@
+//! Transaction protocol v2 (KIP-890) against the real `exacta` binary.
+//!
+//! No third-party client available here speaks v2 yet (librdkafka 2.x and kafka-python 3
+//! stop at v1), so this test drives the wire protocol itself with the `kafka-protocol`
+//! codecs (generated from Kafka's message definitions): EndTxn v5 bumps the epoch, Produce
+//! v12 adds partitions implicitly, and a produce delayed from an earlier transaction can
+//! no longer land in a later one (KAFKA-17754).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+struct Broker {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Broker {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_exacta"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines.next().expect("broker exited").unwrap();
+        if let Some(rest) = line.split("exacta listening on 127.0.0.1:").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the broker never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Broker {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Conn {
+    fn new(broker: &Broker) -> Self {
+        Self {
+            stream: TcpStream::connect(("127.0.0.1", broker.port)).unwrap(),
+            correlation: 0,
+        }
+    }
+
+    fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Resp {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("kip890-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, key.request_header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        self.stream
+            .write_all(&(body.len() as i32).to_be_bytes())
+            .unwrap();
+        self.stream.write_all(&body).unwrap();
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size).unwrap();
+        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut frame).unwrap();
+        let mut frame = Bytes::from(frame);
+        let header =
+            ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation);
+        Resp::decode(&mut frame, version).unwrap()
+    }
+
+    fn produce(
+        &mut self,
+        topic: &str,
+        (pid, epoch, seq): (i64, i16, i32),
+        value: &str,
+    ) -> (i16, i64) {
+        let batch = exacta_wire::batch::build_transactional_batch(
+            &[value.as_bytes().to_vec()],
+            1_700_000_000_000,
+            (pid, epoch, seq),
+        );
+        let request = ProduceRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tv2"))))
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(batch)))])]);
+        let response: ProduceResponse = self.call(ApiKey::Produce, 12, &request);
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    }
+
+    fn end(&mut self, pid: i64, epoch: i16, commit: bool) -> EndTxnResponse {
+        let request = EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(StrBytes::from_static_str("tv2")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(commit);
+        self.call(ApiKey::EndTxn, 5, &request)
+    }
+}
+
+#[test]
+fn epoch_bump_per_transaction_fences_delayed_requests() {
+    let broker = start();
+    let mut c = Conn::new(&broker);
+
+    // The feature is advertised.
+    let versions: ApiVersionsResponse =
+        c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let tv = versions
+        .finalized_features
+        .iter()
+        .find(|f| f.name.as_str() == "transaction.version")
+        .expect("transaction.version finalized");
+    assert_eq!(tv.max_version_level, 2);
+
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("tv2")))
+        .with_num_partitions(1)
+        .with_replication_factor(1)]);
+    let created: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &create);
+    assert_eq!(created.topics[0].error_code, 0);
+
+    let init: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        5,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tv2"))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0);
+    let (pid, e0) = (init.producer_id.0, init.producer_epoch);
+
+    // Produce v12 joins the transaction without AddPartitionsToTxn.
+    assert_eq!(c.produce("tv2", (pid, e0, 0), "committed"), (0, 0));
+    let end = c.end(pid, e0, true);
+    assert_eq!(end.error_code, 0);
+    assert_eq!(
+        (end.producer_id.0, end.producer_epoch),
+        (pid, e0 + 1),
+        "EndTxn v5 bumps the epoch"
+    );
+    // A retried EndTxn is answered again with the new epoch.
+    let retry = c.end(pid, e0, true);
+    assert_eq!((retry.error_code, retry.producer_epoch), (0, e0 + 1));
+
+    // KAFKA-17754: a produce delayed from the committed transaction arrives now. With the
+    // old epoch it is refused (the marker carries the bumped epoch)...
+    let (delayed, _) = c.produce("tv2", (pid, e0, 1), "delayed");
+    assert_ne!(
+        delayed, 0,
+        "a delayed produce from an ended transaction must be refused"
+    );
+    // ...while the next transaction, with the new epoch, works and can be aborted.
+    assert_eq!(c.produce("tv2", (pid, e0 + 1, 0), "aborted").0, 0);
+    let end = c.end(pid, e0 + 1, false);
+    assert_eq!((end.error_code, end.producer_epoch), (0, e0 + 2));
+
+    // read_committed from offset 0 to the end (a fetch returns one segment at a time):
+    // the committed record, then the aborted one, listed as aborted.
+    let mut offset = 0;
+    let mut values = Vec::new();
+    let mut aborted = Vec::new();
+    for _ in 0..10 {
+        let fetch = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_isolation_level(1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("tv2")))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let fetched: FetchResponse = c.call(ApiKey::Fetch, 11, &fetch);
+        let p = &fetched.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        assert_eq!(p.last_stable_offset, p.high_watermark, "nothing left open");
+        aborted.extend(
+            p.aborted_transactions
+                .clone()
+                .expect("read_committed lists aborts"),
+        );
+        let mut records = p.records.clone().unwrap_or_default();
+        for set in kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap() {
+            for r in set.records {
+                offset = r.offset + 1;
+                if !r.control {
+                    values.push((
+                        r.offset,
+                        String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                    ));
+                }
+            }
+        }
+        if offset >= p.high_watermark {
+            break;
+        }
+    }
+    assert_eq!(offset, 4, "data, commit marker, data, abort marker");
+    assert_eq!(
+        values,
+        vec![(0, "committed".to_string()), (2, "aborted".to_string())],
+        "no delayed record in the log"
+    );
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(
+        (aborted[0].producer_id.0, aborted[0].first_offset),
+        (pid, 2)
+    );
+}

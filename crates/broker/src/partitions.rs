@@ -298,6 +298,18 @@ pub struct Topic {
     pub configs: BTreeMap<String, String>,
 }
 
+impl Topic {
+    /// What is persisted about the topic.
+    pub fn metadata(&self) -> TopicMetadata {
+        TopicMetadata {
+            name: self.name.clone(),
+            id: self.id,
+            partitions: self.partitions.len() as i32,
+            configs: self.configs.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Topics {
     by_name: HashMap<String, Arc<Topic>>,
@@ -534,27 +546,27 @@ impl Broker {
         }))
     }
 
-    /// Deletes a topic and its data.
-    pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
-        refuse_internal(name)?;
-        let _admin = self.admin_lock();
-        let topic = self.topic(name).ok_or_else(|| {
+    /// The topic, or UNKNOWN_TOPIC_OR_PARTITION.
+    fn existing(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
+        self.topic(name).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::UnknownTopicOrPartition,
                 format!("unknown topic '{name}'"),
             )
-        })?;
+        })
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
+        refuse_internal(name)?;
+        let _admin = self.admin_lock();
+        let topic = self.existing(name)?;
         {
             let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
             topics.by_name.remove(name);
             topics.by_id.remove(&topic.id);
         }
-        self.store.remove(&TopicMetadata {
-            name: topic.name.clone(),
-            id: topic.id,
-            partitions: topic.partitions.len() as i32,
-            configs: topic.configs.clone(),
-        })?;
+        self.store.remove(&topic.metadata())?;
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
@@ -568,12 +580,7 @@ impl Broker {
     ) -> Result<(), ApiError> {
         refuse_internal(name)?;
         let _admin = self.admin_lock();
-        let topic = self.topic(name).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic '{name}'"),
-            )
-        })?;
+        let topic = self.existing(name)?;
         let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(ApiError::new(
@@ -596,10 +603,8 @@ impl Broker {
             return Ok(());
         }
         let meta = TopicMetadata {
-            name: topic.name.clone(),
-            id: topic.id,
             partitions: count,
-            configs: topic.configs.clone(),
+            ..topic.metadata()
         };
         let mut partitions = topic.partitions.clone();
         for index in current..count {
@@ -625,12 +630,7 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), ApiError> {
         let _admin = self.admin_lock();
-        let topic = self.topic(name).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::UnknownTopicOrPartition,
-                format!("unknown topic '{name}'"),
-            )
-        })?;
+        let topic = self.existing(name)?;
         let mut configs = topic.configs.clone();
         edit(&mut configs)?;
         for (k, v) in &configs {
@@ -640,10 +640,8 @@ impl Broker {
             return Ok(());
         }
         let meta = TopicMetadata {
-            name: topic.name.clone(),
-            id: topic.id,
-            partitions: topic.partitions.len() as i32,
             configs,
+            ..topic.metadata()
         };
         self.store.save(&meta)?;
         let resolved = TopicConfigs {

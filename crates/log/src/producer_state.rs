@@ -398,7 +398,13 @@ fn check_one(entry: Option<&ProducerEntry>, h: &BatchHeader) -> Result<Verdict, 
         return Ok(Verdict::Duplicate(d));
     }
     let current = entry.last_sequence();
-    if current != NO_SEQUENCE && !in_sequence(current, h.base_sequence) {
+    // No batch yet at this epoch (a marker bumped it, KIP-890): sequences restart at 0.
+    let in_order = if current == NO_SEQUENCE {
+        h.base_sequence == 0
+    } else {
+        in_sequence(current, h.base_sequence)
+    };
+    if !in_order {
         return Err(SequenceError::OutOfOrderSequence {
             producer_id: h.producer_id,
             epoch: h.producer_epoch,
@@ -541,6 +547,18 @@ mod tests {
         appended(&mut m, batch(7, 4, 0, 1, 3));
         let e = m.get(7).unwrap();
         assert_eq!((e.epoch, e.batches.len()), (4, 1));
+    }
+
+    #[test]
+    fn after_an_epoch_bumping_marker_sequences_restart_at_zero() {
+        let mut m = ProducerStateManager::default();
+        appended(&mut m, batch(7, 0, 0, 3, 0));
+        m.apply_marker(7, 1, true, 3, 1000);
+        assert!(matches!(
+            m.check(&[batch(7, 1, 3, 1, -1)]),
+            Err(SequenceError::OutOfOrderSequence { .. })
+        ));
+        assert_eq!(m.check(&[batch(7, 1, 0, 1, -1)]), Ok(Verdict::Append));
     }
 
     #[test]

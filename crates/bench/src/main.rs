@@ -64,6 +64,10 @@ struct Args {
     transactional: bool,
     #[arg(long, default_value_t = 1000)]
     records_per_txn: u64,
+    /// Concurrent producers (each with its own connection and, for transactions, its own
+    /// transactional id); producer i writes partition i % partitions.
+    #[arg(long, default_value_t = 1)]
+    producers: u64,
     /// Target send rate in records/s (0: as fast as possible). Latency percentiles are
     /// only meaningful below saturation; at full speed they measure client queueing.
     #[arg(long, default_value_t = 0)]
@@ -163,85 +167,25 @@ fn main() -> anyhow::Result<()> {
         delivered: AtomicU64::new(0),
         failed: AtomicU64::new(0),
     });
-    let mut producer_config = ClientConfig::new();
-    if args.transactional {
-        producer_config
-            .set("transactional.id", format!("{topic}-txn"))
-            .set("transaction.timeout.ms", "300000");
-    }
-    let producer: ThreadedProducer<Ctx> = producer_config
-        .set("bootstrap.servers", &args.bootstrap_server)
-        .set("acks", &args.acks)
-        .set("linger.ms", args.linger_ms.to_string())
-        .set("batch.size", args.batch_size.to_string())
-        .set("compression.type", &args.compression)
-        .set(
-            "enable.idempotence",
-            (args.idempotent || args.transactional).to_string(),
-        )
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "120000")
-        .create_with_context(Ctx(Arc::clone(&stats)))
-        .map_err(|e| anyhow::anyhow!("creating the producer: {e:?}"))?;
-    if args.transactional {
-        producer
-            .init_transactions(Duration::from_secs(30))
-            .context("init_transactions")?;
-    }
-    let mut commit_us: Vec<u32> = Vec::new();
-    let mut value = vec![b'x'; args.record_size];
     let start = Instant::now();
-    for i in 0..args.records {
-        if args.rate > 0 {
-            let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
+    let producers = args.producers.max(1);
+    let commit_us: Vec<u32> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..producers)
+            .map(|index| {
+                let (args, topic, stats) = (&args, &topic, &stats);
+                scope.spawn(move || produce(args, topic, index, producers, stats, start))
+            })
+            .collect();
+        let mut all = Vec::new();
+        for handle in handles {
+            all.extend(
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("producer panicked"))??,
+            );
         }
-        if args.transactional && i % args.records_per_txn == 0 {
-            producer.begin_transaction().context("begin_transaction")?;
-        }
-        value[..8].copy_from_slice(&now_ns().to_be_bytes());
-        let partition = (i % args.partitions as u64) as i32;
-        let mut record =
-            BaseRecord::<(), [u8], _>::with_opaque_to(&topic, Box::new(Instant::now()))
-                .payload(&value[..])
-                .partition(partition);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-            }
-        }
-        if args.transactional && (i + 1) % args.records_per_txn == 0 {
-            // Flush first so the latency below is the commit alone (EndTxn: Prepare,
-            // markers, Complete, each fsynced).
-            // A zero-timeout flush sends the lingering batch at once (rd_kafka_flush); then
-            // wait on the queue, since ThreadedProducer::flush polls in 100 ms steps.
-            let _ = producer.flush(Duration::ZERO);
-            while producer.in_flight_count() > 0 {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-            let started = Instant::now();
-            producer
-                .commit_transaction(Duration::from_secs(60))
-                .context("commit_transaction")?;
-            commit_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
-        }
-    }
-    if args.transactional && args.records % args.records_per_txn != 0 {
-        producer
-            .commit_transaction(Duration::from_secs(60))
-            .context("commit_transaction")?;
-    }
-    producer
-        .flush(Duration::from_secs(300))
-        .context("flushing the producer")?;
+        anyhow::Ok(all)
+    })?;
     let produce_elapsed = start.elapsed();
     let failed = stats.failed.load(Ordering::Relaxed);
     println!(
@@ -255,7 +199,11 @@ fn main() -> anyhow::Result<()> {
         args.acks,
         args.record_size,
         args.partitions,
-        if args.transactional {
+        if args.producers > 1 {
+            format!(", {} producers", args.producers)
+        } else {
+            String::new()
+        } + &if args.transactional {
             format!(
                 ", transactional, {} records per transaction",
                 args.records_per_txn
@@ -301,6 +249,104 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One producer's share of the run: `args.records / producers` records to partition
+/// `index % partitions`. Returns its commit latencies (transactional runs).
+fn produce(
+    args: &Args,
+    topic: &str,
+    index: u64,
+    producers: u64,
+    stats: &Arc<Stats>,
+    start: Instant,
+) -> anyhow::Result<Vec<u32>> {
+    let mut producer_config = ClientConfig::new();
+    if args.transactional {
+        producer_config
+            .set("transactional.id", format!("{topic}-txn-{index}"))
+            .set("transaction.timeout.ms", "300000");
+    }
+    let producer: ThreadedProducer<Ctx> = producer_config
+        .set("bootstrap.servers", &args.bootstrap_server)
+        .set("acks", &args.acks)
+        .set("linger.ms", args.linger_ms.to_string())
+        .set("batch.size", args.batch_size.to_string())
+        .set("compression.type", &args.compression)
+        .set(
+            "enable.idempotence",
+            (args.idempotent || args.transactional).to_string(),
+        )
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "120000")
+        .create_with_context(Ctx(Arc::clone(stats)))
+        .map_err(|e| anyhow::anyhow!("creating the producer: {e:?}"))?;
+    if args.transactional {
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .context("init_transactions")?;
+    }
+    let records = args.records / producers;
+    let partition = (index % args.partitions as u64) as i32;
+    let rate = args.rate as f64 / producers as f64;
+    let mut commit_us: Vec<u32> = Vec::new();
+    let mut value = vec![b'x'; args.record_size];
+    for i in 0..records {
+        if rate > 0.0 {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        if args.transactional && i % args.records_per_txn == 0 {
+            producer.begin_transaction().context("begin_transaction")?;
+        }
+        value[..8].copy_from_slice(&now_ns().to_be_bytes());
+        // A single producer spreads over every partition; several keep one each.
+        let partition = if producers == 1 {
+            (i % args.partitions as u64) as i32
+        } else {
+            partition
+        };
+        let mut record = BaseRecord::<(), [u8], _>::with_opaque_to(topic, Box::new(Instant::now()))
+            .payload(&value[..])
+            .partition(partition);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+        if args.transactional && (i + 1) % args.records_per_txn == 0 {
+            // Wait for the transaction's records first, so the latency below is the commit
+            // alone (EndTxn: Prepare, markers, Complete, each fsynced). A zero-timeout
+            // flush sends the lingering batch at once; ThreadedProducer::flush itself
+            // polls in 100 ms steps, so wait on the queue instead.
+            let _ = producer.flush(Duration::ZERO);
+            while producer.in_flight_count() > 0 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+            let started = Instant::now();
+            producer
+                .commit_transaction(Duration::from_secs(60))
+                .context("commit_transaction")?;
+            commit_us.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+    }
+    if args.transactional && !records.is_multiple_of(args.records_per_txn) {
+        producer
+            .commit_transaction(Duration::from_secs(60))
+            .context("commit_transaction")?;
+    }
+    producer
+        .flush(Duration::from_secs(300))
+        .context("flushing the producer")?;
+    Ok(commit_us)
 }
 
 fn create_topic(args: &Args, topic: &str) -> anyhow::Result<()> {

@@ -3,7 +3,8 @@
 //! transaction.
 //!
 //! To ensure correctness: ending a transaction is Prepare record durable → a marker in every
-//! partition durable → Complete record durable → answer. A transactional produce is checked
+//! partition durable → Complete record appended → answer (a lost Complete is redone from
+//! the Prepare at restart). A transactional produce is checked
 //! and appended under the coordinator lock, so it either precedes the Prepare record (and
 //! is covered by the markers) or is refused; it can never land after a marker and start a
 //! hanging transaction.
@@ -267,14 +268,16 @@ impl TxnRuntime {
         if offsets_partitions {
             self.groups.end_txn(plan.producer_id, plan.commit);
         }
-        let waits = {
+        // The outcome is decided and every marker is durable: the answer need not wait for
+        // the Complete record. If it is lost, the log ends at Prepare and a restart writes
+        // the (idempotent) markers again and completes; anything appended later to this
+        // transactional id's log comes after it, so it cannot survive without it.
+        {
             let mut state = self.lock();
-            match state.complete(&plan.transactional_id, crate::now_ms()) {
-                Some(record) => self.append(&[record]).map_err(|e| e.code)?,
-                None => Vec::new(),
+            if let Some(record) = state.complete(&plan.transactional_id, crate::now_ms()) {
+                self.append(&[record]).map_err(|e| e.code)?;
             }
-        };
-        Self::durable(waits).await;
+        }
         tracing::debug!(transactional_id = %plan.transactional_id, commit = plan.commit, partitions = plan.partitions.len(), "transaction ended");
         Ok(())
     }

@@ -255,12 +255,18 @@ impl TxnRuntime {
                 tracing::warn!(topic = %topic, partition = index, "transaction partition no longer exists; skipping its marker");
                 continue;
             };
-            let offset = partition
-                .append_marker(plan.producer_id, plan.epoch, plan.commit)
-                .map_err(|e| {
+            let offset = match partition.append_marker(plan.producer_id, plan.epoch, plan.commit) {
+                Ok(offset) => offset,
+                // A marker with a newer epoch already ended this producer's transaction here.
+                Err(e) if e.code == ErrorCode::InvalidProducerEpoch => {
+                    tracing::warn!(topic = %topic, partition = index, error = %e.message, "skipping a stale transaction marker");
+                    continue;
+                }
+                Err(e) => {
                     tracing::error!(topic = %topic, partition = index, error = %e.message, "writing a transaction marker failed");
-                    e.code
-                })?;
+                    return Err(e.code);
+                }
+            };
             offsets_partitions |= topic == OFFSETS_TOPIC;
             waits.push((partition, offset));
         }

@@ -97,11 +97,13 @@ class Broker:
 class FaultProxy:
     """`exacta proxy` in front of a broker, injecting faults (see crates/chaos)."""
 
-    def __init__(self, upstream, log_path, drop=(), seed=1):
+    def __init__(self, upstream, log_path, drop=(), delay=(), seed=1):
         self.log_path = Path(log_path)
         args = [str(BIN), "proxy", "--upstream", upstream, "--seed", str(seed)]
         for rule in drop:
             args += ["--drop-response", rule]
+        for rule in delay:
+            args += ["--delay", rule]
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
@@ -122,6 +124,9 @@ class FaultProxy:
 
     def dropped(self):
         return self.log_path.read_text().count("fault: dropped response")
+
+    def delayed(self):
+        return self.log_path.read_text().count("fault: delayed request")
 
     def stop(self):
         if self.proc.poll() is None:

@@ -9,7 +9,10 @@
 //! - for the APIs named in [`FaultConfig::drop_response`], drops the response with the
 //!   given probability and cuts the connection (client and upstream side), as a network
 //!   failure after the broker acted would. The client must retry; the broker must not
-//!   apply the retry twice.
+//!   apply the retry twice;
+//! - for the APIs named in [`FaultConfig::delay`], holds each request for a random time up
+//!   to the given bound before forwarding it (requests behind it on that connection wait
+//!   too, as on a slow link).
 //!
 //! Decisions come from a seeded generator, so a failing run can be replayed with the same
 //! seed (given the same traffic).
@@ -31,6 +34,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct FaultConfig {
     /// Probability (0..=1) per API of dropping a response and cutting the connection.
     pub drop_response: HashMap<ApiKey, f64>,
+    /// Upper bound (ms) per API of a uniformly random delay before forwarding a request.
+    pub delay: HashMap<ApiKey, u64>,
     pub seed: u64,
 }
 
@@ -40,6 +45,7 @@ pub struct ProxyStats {
     pub connections: AtomicU64,
     pub requests: AtomicU64,
     pub responses_dropped: AtomicU64,
+    pub requests_delayed: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +138,7 @@ impl Proxy {
             connections = s.connections.load(Ordering::Relaxed),
             requests = s.requests.load(Ordering::Relaxed),
             responses_dropped = s.responses_dropped.load(Ordering::Relaxed),
+            requests_delayed = s.requests_delayed.load(Ordering::Relaxed),
             "proxy stopped"
         );
     }
@@ -155,9 +162,10 @@ async fn relay(client: TcpStream, shared: &Shared, connection: u64) -> std::io::
     let (upstream_read, upstream_write) = upstream.into_split();
     let in_flight: InFlight = Arc::default();
     let mut rng = Rng::new(shared.faults.seed ^ connection.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut request_rng = Rng::new(rng.next() ^ 0x5bd1_e995);
     // Whichever direction ends first (EOF, error, or an injected cut) ends both.
     tokio::select! {
-        r = requests(client_read, upstream_write, &in_flight, shared) => r,
+        r = requests(client_read, upstream_write, &in_flight, shared, &mut request_rng) => r,
         r = responses(upstream_read, client_write, &in_flight, shared, &mut rng) => r,
     }
 }
@@ -167,6 +175,7 @@ async fn requests(
     mut to: OwnedWriteHalf,
     in_flight: &InFlight,
     shared: &Shared,
+    rng: &mut Rng,
 ) -> std::io::Result<()> {
     while let Some(frame) = read_frame(&mut from).await? {
         if frame.len() >= 12 {
@@ -178,6 +187,15 @@ async fn requests(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(correlation, (key, version));
+                if let Some(&max_ms) = shared.faults.delay.get(&key) {
+                    let ms = rng.next() % (max_ms + 1);
+                    shared
+                        .stats
+                        .requests_delayed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(api = ?key, correlation, delay_ms = ms, "fault: delayed request");
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
             }
         }
         shared.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -284,20 +302,34 @@ impl Rng {
 
 /// Parses `api=rate` (e.g. `produce=0.05`); API names as Kafka's, case-insensitive.
 pub fn parse_drop_rule(rule: &str) -> Result<(ApiKey, f64), String> {
-    let (name, rate) = rule
-        .split_once('=')
-        .ok_or_else(|| format!("'{rule}' is not API=RATE"))?;
+    let (key, rate) = split_rule(rule, "API=RATE")?;
     let rate: f64 = rate
         .parse()
         .map_err(|_| format!("'{rate}' is not a probability"))?;
     if !(0.0..=1.0).contains(&rate) {
         return Err(format!("rate {rate} is outside 0..=1"));
     }
+    Ok((key, rate))
+}
+
+/// Parses `api=max_ms` (e.g. `end_txn=5000`): delay requests of that API by 0..=max_ms.
+pub fn parse_delay_rule(rule: &str) -> Result<(ApiKey, u64), String> {
+    let (key, ms) = split_rule(rule, "API=MAX_MS")?;
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| format!("'{ms}' is not a number of milliseconds"))?;
+    Ok((key, ms))
+}
+
+fn split_rule<'a>(rule: &'a str, form: &str) -> Result<(ApiKey, &'a str), String> {
+    let (name, value) = rule
+        .split_once('=')
+        .ok_or_else(|| format!("'{rule}' is not {form}"))?;
     let wanted = name.replace(['_', '-'], "").to_ascii_lowercase();
     (0..100i16)
         .filter_map(|k| ApiKey::try_from(k).ok())
         .find(|k| format!("{k:?}").to_ascii_lowercase() == wanted)
-        .map(|k| (k, rate))
+        .map(|k| (k, value))
         .ok_or_else(|| format!("unknown API '{name}'"))
 }
 
@@ -319,6 +351,11 @@ mod tests {
         assert!(parse_drop_rule("produce").is_err());
         assert!(parse_drop_rule("produce=2").is_err());
         assert!(parse_drop_rule("nothing=0.1").is_err());
+        assert_eq!(
+            parse_delay_rule("end_txn=5000").unwrap(),
+            (ApiKey::EndTxn, 5000)
+        );
+        assert!(parse_delay_rule("produce=-1").is_err());
     }
 
     #[test]

@@ -40,6 +40,10 @@ struct ProxyArgs {
     /// `produce=0.05`. Repeatable.
     #[arg(long = "drop-response", value_name = "API=RATE")]
     drop_response: Vec<String>,
+    /// Hold requests of an API for a random 0..=MAX_MS before forwarding them, e.g.
+    /// `end_txn=5000`. Repeatable.
+    #[arg(long = "delay", value_name = "API=MAX_MS")]
+    delay: Vec<String>,
     /// Seed of the fault decisions, to replay a run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -86,6 +90,10 @@ fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
     for rule in &args.drop_response {
         let (api, rate) = exacta_chaos::parse_drop_rule(rule).map_err(anyhow::Error::msg)?;
         faults.drop_response.insert(api, rate);
+    }
+    for rule in &args.delay {
+        let (api, ms) = exacta_chaos::parse_delay_rule(rule).map_err(anyhow::Error::msg)?;
+        faults.delay.insert(api, ms);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

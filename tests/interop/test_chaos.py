@@ -103,3 +103,56 @@ def test_copier_exactly_once_through_delays_and_lost_responses(make_broker, tmp_
     tps = check.committed([TopicPartition("chaos-in", p) for p in range(2)], timeout=10)
     check.close()
     assert [tp.offset for tp in tps] == [RECORDS // 2, RECORDS // 2]
+
+
+def test_copier_killed_and_broker_paused_still_exactly_once(make_broker, tmp_path):
+    """SIGKILL the copier mid-transaction and restart it (fencing its predecessor), and
+    SIGSTOP/SIGCONT the broker: every input record is in the output once."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    broker = make_broker(CONFIG)
+    n = 6000
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in a.create_topics([NewTopic("kill-in", 2, 1), NewTopic("kill-out", 3, 1)]).values():
+        f.result(10)
+    seed = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+    for i in range(n):
+        seed.produce("kill-in", value=str(i).encode(), partition=i % 2)
+    assert seed.flush(20) == 0
+
+    worker = Path(__file__).parent / "copier_worker.py"
+    args = [sys.executable, str(worker), broker.bootstrap, "kill-in", "kill-out", "killers",
+            "killer-1", str(n // 2), "30"]
+    log = open(tmp_path / "copier.err", "a")
+    rng = random.Random(5)
+    kills = pauses = starts = 0
+    proc = None
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc is None or proc.poll() is not None:
+            if proc is not None and proc.returncode == 0:
+                break
+            proc = subprocess.Popen(args, stderr=log)
+            starts += 1
+        time.sleep(rng.uniform(1.0, 1.8))
+        if kills < 3 and proc.poll() is None:
+            proc.kill()  # mid-transaction, no cleanup
+            proc.wait(10)
+            kills += 1
+        elif pauses < 3:
+            broker.proc.send_signal(signal.SIGSTOP)
+            time.sleep(rng.uniform(0.5, 1.5))
+            broker.proc.send_signal(signal.SIGCONT)
+            pauses += 1
+    assert proc is not None and proc.wait(120) == 0, "the copier finished"
+    out, _ = read_committed(broker.bootstrap, "kill-out", 3)
+    duplicates = len(out) - len(set(out))
+    lost = n - len(set(out))
+    print(f"copier kills={kills} restarts={starts - 1} broker_pauses={pauses} records={n} "
+          f"duplicates={duplicates} lost={lost}")
+    assert kills == 3 and pauses >= 1
+    assert sorted(out) == list(range(n)), f"duplicates={duplicates} lost={lost}"

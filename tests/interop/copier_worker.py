@@ -59,10 +59,12 @@ while time.time() < deadline:
                 producer.commit_transaction(60)
                 break
             except KafkaException as e:
+                print(f"commit error: {e}", file=sys.stderr, flush=True)
                 if e.args[0].retriable():
                     continue
                 raise
     except KafkaException as e:
+        print(f"transaction error: {e}", file=sys.stderr, flush=True)
         if e.args[0].fatal():
             sys.exit(3)  # fenced or otherwise unusable: the test restarts us
         if not e.args[0].txn_requires_abort():

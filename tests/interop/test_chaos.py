@@ -156,3 +156,4 @@ def test_copier_killed_and_broker_paused_still_exactly_once(make_broker, tmp_pat
           f"duplicates={duplicates} lost={lost}")
     assert kills == 3 and pauses >= 1
     assert sorted(out) == list(range(n)), f"duplicates={duplicates} lost={lost}"
+

@@ -102,6 +102,35 @@ impl Harness {
             other => panic!("{other:?}"),
         }
     }
+    /// A generation-less commit of `offset` for partition 0 of "t", made durable.
+    fn simple_commit(&mut self, group: &str, offset: i64, now: i64) {
+        let out = self
+            .c
+            .commit_offsets(
+                group,
+                -1,
+                "",
+                None,
+                &[CommitPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+                now,
+            )
+            .unwrap();
+        let records = out.into_iter().filter_map(|(_, r)| r).collect();
+        self.absorb(
+            Output {
+                records,
+                replies: vec![],
+            },
+            now,
+        );
+    }
+
     /// A new dynamic member: MEMBER_ID_REQUIRED, then the real join.
     fn new_member(&mut self, now: i64) -> (String, ReplyId) {
         let first = self.join(join_req("", None), now);
@@ -391,29 +420,7 @@ fn replay_rebuilds_the_durable_state() {
         7,
     );
     // Another group that is created, used and deleted.
-    let out =
-        h.c.commit_offsets(
-            "gone",
-            -1,
-            "",
-            None,
-            &[CommitPartition {
-                topic: "t".into(),
-                partition: 0,
-                offset: 1,
-                leader_epoch: -1,
-                metadata: None,
-            }],
-            8,
-        )
-        .unwrap();
-    h.absorb(
-        Output {
-            records: out.into_iter().filter_map(|(_, r)| r).collect(),
-            replies: vec![],
-        },
-        8,
-    );
+    h.simple_commit("gone", 1, 8);
     let records = h.c.delete_group("gone").unwrap();
     h.absorb(
         Output {
@@ -446,29 +453,7 @@ fn replay_rebuilds_the_durable_state() {
 #[test]
 fn offsets_of_long_empty_groups_expire() {
     let mut h = Harness::new();
-    let out =
-        h.c.commit_offsets(
-            "g",
-            -1,
-            "",
-            None,
-            &[CommitPartition {
-                topic: "t".into(),
-                partition: 0,
-                offset: 1,
-                leader_epoch: -1,
-                metadata: None,
-            }],
-            0,
-        )
-        .unwrap();
-    h.absorb(
-        Output {
-            records: out.into_iter().filter_map(|(_, r)| r).collect(),
-            replies: vec![],
-        },
-        0,
-    );
+    h.simple_commit("g", 1, 0);
     let retention = config().offsets_retention_ms;
     h.tick(retention - 1);
     assert_eq!(h.c.fetch_offsets("g", None).len(), 1);

@@ -188,7 +188,7 @@ async fn requests(
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(correlation, (key, version));
                 if let Some(&max_ms) = shared.faults.delay.get(&key) {
-                    let ms = rng.next() % (max_ms + 1);
+                    let ms = rng.next() % max_ms.saturating_add(1);
                     shared
                         .stats
                         .requests_delayed

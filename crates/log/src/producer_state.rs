@@ -139,37 +139,32 @@ impl ProducerStateManager {
 
     /// Records an appended batch (with its assigned offsets). Also used by recovery.
     pub fn apply(&mut self, h: &BatchHeader) {
-        if h.producer_id < 0 {
-            return;
-        }
-        let entry = self
-            .producers
-            .entry(h.producer_id)
-            .or_insert_with(|| empty_entry(h));
-        push(entry, h);
-        if h.is_transactional() && entry.current_txn_first_offset < 0 {
-            entry.current_txn_first_offset = h.base_offset;
+        if let Some(entry) = self.entry_for(h) {
+            push(entry, h);
+            open_txn(entry, h);
         }
     }
 
     /// Records a batch written by a coordinator on the producer's behalf (transactional
     /// offset commits): no sequence, but it opens the producer's transaction here.
     pub fn apply_coordinator(&mut self, h: &BatchHeader) {
-        if h.producer_id < 0 {
-            return;
+        if let Some(entry) = self.entry_for(h) {
+            if h.producer_epoch > entry.epoch {
+                entry.epoch = h.producer_epoch;
+                entry.batches.clear();
+            }
+            entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
+            open_txn(entry, h);
         }
-        let entry = self
-            .producers
-            .entry(h.producer_id)
-            .or_insert_with(|| empty_entry(h));
-        if h.producer_epoch > entry.epoch {
-            entry.epoch = h.producer_epoch;
-            entry.batches.clear();
-        }
-        entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
-        if h.is_transactional() && entry.current_txn_first_offset < 0 {
-            entry.current_txn_first_offset = h.base_offset;
-        }
+    }
+
+    /// The entry of the batch's producer, created if new; `None` for non-idempotent batches.
+    fn entry_for(&mut self, h: &BatchHeader) -> Option<&mut ProducerEntry> {
+        (h.producer_id >= 0).then(|| {
+            self.producers
+                .entry(h.producer_id)
+                .or_insert_with(|| empty_entry(h))
+        })
     }
 
     /// Checks a transaction marker from the coordinator: its epoch may not be older than
@@ -422,6 +417,13 @@ fn empty_entry(h: &BatchHeader) -> ProducerEntry {
         batches: VecDeque::with_capacity(BATCHES_RETAINED),
         last_timestamp: -1,
         current_txn_first_offset: -1,
+    }
+}
+
+/// A transactional batch opens the producer's transaction here, if none is open.
+fn open_txn(entry: &mut ProducerEntry, h: &BatchHeader) {
+    if h.is_transactional() && entry.current_txn_first_offset < 0 {
+        entry.current_txn_first_offset = h.base_offset;
     }
 }
 

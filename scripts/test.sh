@@ -16,6 +16,6 @@ fi
 
 cargo fmt --all --check
 cargo clippy --release --locked --all-targets -- -D warnings
-cargo build --release --locked --bin exacta
+cargo build --release --locked --bin exacta --bin exacta-verify
 cargo test --release --locked --workspace
 EXACTA_BIN="$PWD/target/release/exacta" .venv/bin/pytest tests/interop "$@"

@@ -282,20 +282,22 @@ fn split_host_port(address: &str) -> Option<(String, i32)> {
     Some((host.to_string(), port.parse::<u16>().ok()?.into()))
 }
 
-/// xorshift64*: small, seeded, good enough for fault decisions.
-struct Rng(u64);
+/// xorshift64*: small, seeded, good enough for fault decisions (also the verifier's).
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Self(seed | 1)
     }
-    fn next(&mut self) -> u64 {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn chance(&mut self, p: f64) -> bool {
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
         ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 }

@@ -23,6 +23,19 @@ enum Command {
     Serve(ServeArgs),
     /// Run a Kafka-aware fault-injecting proxy in front of a broker (for chaos tests).
     Proxy(ProxyArgs),
+    /// Prove exactly-once end to end against a broker (runs `exacta-verify`; see
+    /// `exacta verify --help`).
+    #[command(disable_help_flag = true)]
+    Verify {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Benchmark a broker (runs `exacta-bench`; see `exacta bench --help`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -79,7 +92,24 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Proxy(args) => proxy(args),
+        Command::Verify { args } => external("exacta-verify", args),
+        Command::Bench { args } => external("exacta-bench", args),
     }
+}
+
+/// Runs a tool built as its own binary next to this one (they link librdkafka, which the
+/// broker binary does not), replacing this process.
+fn external(name: &str, args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().context("locating the exacta binary")?;
+    let tool = me.with_file_name(name);
+    let error = std::process::Command::new(&tool).args(args).exec();
+    Err(error).with_context(|| {
+        format!(
+            "running {} (build it with `cargo build --release --bin {name}`)",
+            tool.display()
+        )
+    })
 }
 
 fn proxy(args: ProxyArgs) -> anyhow::Result<()> {

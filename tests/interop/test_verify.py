@@ -1,0 +1,122 @@
+"""`exacta verify` (crates/verify): transactional copiers (librdkafka) copy a seeded input
+topic under faults, a read_committed reader watches, and the history checker judges the
+run. Short versions of the runs in docs/reliability.md (scripts/reliability.sh)."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from harness import BIN, FaultProxy
+
+VERIFY = BIN.with_name("exacta-verify")
+CONFIG = "group_min_session_timeout_ms = 1000\ngroup_initial_rebalance_delay_ms = 0\n"
+
+
+def verify(bootstrap, tmp_path, *args, timeout=240):
+    """Runs `exacta verify`; returns (exit code, report, stdout+stderr)."""
+    cmd = [str(BIN), "verify", "--bootstrap-server", bootstrap, "--json",
+           "--history", str(tmp_path / "history"), *map(str, args)]
+    return finish(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True), timeout)
+
+
+def start(bootstrap, tmp_path, *args):
+    cmd = [str(BIN), "verify", "--bootstrap-server", bootstrap, "--json",
+           "--history", str(tmp_path / "history"), *map(str, args)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, timeout=240):
+    out, err = proc.communicate(timeout=timeout)
+    lines = out.strip().splitlines()
+    assert lines and lines[0].startswith("exacta verify: "), out + err
+    print(lines[0])
+    return proc.returncode, json.loads(lines[-1]), out + err
+
+
+def assert_exactly_once(code, report, output, records):
+    assert code == 0, output
+    assert report["passed"], output
+    assert report["records"] == records and report["output_records"] == records, output
+    for finding in ("lost", "duplicates", "aborted_reads", "precommitted_reads",
+                    "offset_errors", "order_errors", "unknown"):
+        assert report[finding]["count"] == 0, (finding, output)
+    assert report["txns_aborted_deliberately"] > 0, output
+    assert report["live_reads"] > 0, output
+
+
+def test_verifier_is_installed_next_to_the_broker():
+    assert VERIFY.exists(), f"build it: cargo build --release --bin exacta-verify ({VERIFY})"
+
+
+def test_copier_kills_fence_and_keep_exactly_once(make_broker, tmp_path):
+    broker = make_broker(CONFIG)
+    code, report, output = verify(broker.bootstrap, tmp_path, "--records", 8000, "--copiers", 2,
+                                  "--records-per-txn", 250, "--txn-pause-ms", 30,
+                                  "--copier-kills", 3, "--kill-interval-ms", 1500, "--seed", 7)
+    assert_exactly_once(code, report, output, 8000)
+    assert report["copier_kills"] == 3, output
+
+
+def test_broker_sigkill_and_sigstop_during_copy(make_broker, tmp_path):
+    broker = make_broker(CONFIG)
+    proc = start(broker.bootstrap, tmp_path, "--records", 12000, "--copiers", 2,
+                 "--records-per-txn", 250, "--txn-pause-ms", 100, "--timeout-secs", 200)
+    faults = []
+    for round in range(4):
+        time.sleep(2.5)
+        if proc.poll() is not None:
+            break
+        if round % 2 == 0:
+            broker.kill9()
+            time.sleep(0.3)
+            broker.start()
+            faults.append("kill")
+        else:
+            broker.proc.send_signal(signal.SIGSTOP)
+            time.sleep(1.5)
+            broker.proc.send_signal(signal.SIGCONT)
+            faults.append("stop")
+    code, report, output = finish(proc)
+    assert len(faults) >= 2, f"the copy ended before the faults: {faults}\n{output}"
+    assert_exactly_once(code, report, output, 12000)
+
+
+def test_delayed_transactional_requests_tear_nothing(make_broker, tmp_path):
+    """KAFKA-17754's attack: EndTxn, AddPartitionsToTxn, Produce and TxnOffsetCommit held
+    back for random times, so late requests could land in a later transaction."""
+    broker = make_broker(CONFIG)
+    proxy = FaultProxy(broker.bootstrap, tmp_path / "proxy.log", seed=17,
+                       delay=["end_txn=800", "add_partitions_to_txn=800", "produce=400",
+                              "txn_offset_commit=800"])
+    try:
+        code, report, output = verify(proxy.bootstrap, tmp_path, "--records", 2000,
+                                      "--records-per-txn", 100, "--transaction-timeout-ms", 30000)
+    finally:
+        proxy.stop()
+    assert_exactly_once(code, report, output, 2000)
+    assert proxy.delayed() >= 40, proxy.delayed()
+
+
+def test_checker_catches_a_broken_copier_and_a_read_uncommitted_reader(make_broker, tmp_path):
+    """The verifier must be able to fail: copiers that skip the rewind after an abort lose
+    records (and, when the last transaction aborts, never finish: the run times out), and a
+    read_uncommitted reader sees aborted and undecided records."""
+    broker = make_broker(CONFIG)
+    code, report, output = verify(broker.bootstrap, tmp_path, "--records", 4000,
+                                  "--records-per-txn", 200, "--abort-rate", 0.5,
+                                  "--copier-bug", "no-rewind",
+                                  "--reader-isolation", "read_uncommitted", "--seed", 3,
+                                  "--timeout-secs", 15)
+    assert code == 1, output
+    assert not report["passed"]
+    assert report["lost"]["count"] > 0, output
+    assert report["aborted_reads"]["count"] > 0, output
+    assert report["duplicates"]["count"] == 0, output
+    # The same history judged again by `exacta verify check`.
+    again = subprocess.run([str(BIN), "verify", "check", str(tmp_path / "history"), "--json"],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == report

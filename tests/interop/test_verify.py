@@ -29,7 +29,11 @@ def start(bootstrap, tmp_path, *args):
 
 
 def finish(proc, timeout=240):
-    out, err = proc.communicate(timeout=timeout)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # its copiers notice and exit
+        raise
     lines = out.strip().splitlines()
     assert lines and lines[0].startswith("exacta verify: "), out + err
     print(lines[0])

@@ -72,7 +72,7 @@ fn run(rx: mpsc::Receiver<Message>) {
         }
         for p in group.drain(..) {
             let (file, offset) = p.take_flush_target();
-            if let Err(e) = file.sync_data() {
+            if let Err(e) = exacta_log::sync_file(&file, false) {
                 fatal_fsync_error(&e);
             }
             p.flushed(offset);

@@ -55,6 +55,45 @@ impl LogError {
     }
 }
 
+/// Fsyncs a log file's data (`fdatasync`; with `all`, `fsync`). Every fsync the broker
+/// relies on for acknowledged data goes through here.
+///
+/// Test hook for simulated power loss: with `EXACTA_TEST_SYNC_LEDGER=FILE` in the
+/// environment, each successful call appends `<path> <length>` to FILE, the length the
+/// file had before the fsync, i.e. a prefix now known to be durable. A test can then cut
+/// every file back to its durable prefix (plus a torn tail) after a `kill -9`, as a power
+/// failure could, and check that nothing acknowledged is lost.
+pub fn sync_file(file: &std::fs::File, all: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    static LEDGER: std::sync::OnceLock<Option<std::sync::Mutex<std::fs::File>>> =
+        std::sync::OnceLock::new();
+    let ledger = LEDGER.get_or_init(|| {
+        let path = std::env::var_os("EXACTA_TEST_SYNC_LEDGER")?;
+        let file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()?;
+        Some(std::sync::Mutex::new(file))
+    });
+    let durable = match ledger {
+        Some(_) => Some(file.metadata()?.len()),
+        None => None,
+    };
+    if all {
+        file.sync_all()?;
+    } else {
+        file.sync_data()?;
+    }
+    if let (Some(ledger), Some(len)) = (ledger, durable) {
+        let path = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+        let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(ledger, "{} {len}", path.display())?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), LogError> {
     use std::io::Write;

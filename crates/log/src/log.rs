@@ -468,7 +468,7 @@ impl PartitionLog {
     /// Fsyncs the active segment now.
     pub fn flush(&mut self) -> Result<(), LogError> {
         let (file, offset) = self.flush_target();
-        file.sync_data()
+        crate::sync_file(&file, false)
             .map_err(LogError::io("fsync segment", self.active().path()))?;
         self.mark_flushed(offset);
         Ok(())

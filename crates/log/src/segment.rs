@@ -126,9 +126,7 @@ impl LogSegment {
                 .file
                 .set_len(valid)
                 .map_err(LogError::io("truncate segment", &segment.path))?;
-            segment
-                .file
-                .sync_all()
+            crate::sync_file(&segment.file, true)
                 .map_err(LogError::io("fsync segment", &segment.path))?;
         }
         Ok((segment, truncated))
@@ -432,9 +430,7 @@ impl LogSegment {
 
     /// Fsyncs the segment file, then writes and fsyncs both index files.
     pub fn seal(&self) -> Result<(), LogError> {
-        self.file
-            .sync_data()
-            .map_err(LogError::io("fsync segment", &self.path))?;
+        crate::sync_file(&self.file, false).map_err(LogError::io("fsync segment", &self.path))?;
         let mut offsets = Vec::with_capacity(self.offset_index.len() * 8);
         for e in &self.offset_index {
             offsets.extend_from_slice(&e.relative_offset.to_be_bytes());

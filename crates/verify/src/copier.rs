@@ -118,8 +118,9 @@ fn is_fatal(e: &KafkaError) -> bool {
     matches!(e, KafkaError::Transaction(t) if t.is_fatal())
 }
 
-/// Runs until the stop file appears (exit 0) or the producer is fenced (exit
-/// [`EXIT_RESTART`]); other errors end it with a message (the verifier restarts it).
+/// Runs until the stop file appears or the verifier exits (exit 0), or the producer is
+/// fenced (exit [`EXIT_RESTART`]); other errors end it with a message (the verifier
+/// restarts it).
 pub fn run(args: &CopyArgs) -> anyhow::Result<i32> {
     let history = Arc::new(Recorder::create(&args.history)?);
     let revoked = Arc::new(AtomicBool::new(false));
@@ -156,7 +157,12 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<i32> {
     }
     let mut rng = exacta_chaos::Rng::new(args.seed);
     let mut seq = 0u64;
+    let parent = std::os::unix::process::parent_id();
     loop {
+        if std::os::unix::process::parent_id() != parent {
+            eprintln!("copier {}: the verifier is gone; exiting", args.tag);
+            return Ok(0);
+        }
         if args.stop_file.exists() {
             consumer.unsubscribe();
             return Ok(0);
@@ -267,7 +273,7 @@ fn copy(
             out_p,
         });
         let value = output_value(id, txn);
-        let mut record = BaseRecord::with_opaque_to(
+        let record = BaseRecord::with_opaque_to(
             &args.output,
             Box::new(Delivery {
                 id,
@@ -278,19 +284,7 @@ fn copy(
         .payload(value.as_bytes())
         .key(&[] as &[u8])
         .partition(out_p);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+        send(producer, record)?;
     }
     drain(producer);
     if deliberate {
@@ -372,6 +366,26 @@ fn rewind(consumer: &BaseConsumer<ConsumerCtx>) {
         };
         if let Err(e) = consumer.seek(tp.topic(), tp.partition(), offset, Duration::from_secs(10)) {
             eprintln!("rewind: seeking {}/{}: {e}", tp.topic(), tp.partition());
+        }
+    }
+}
+
+/// Sends a record, waiting while the producer's queue is full.
+pub fn send<'a, C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'a, [u8], [u8], C::DeliveryOpaque>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e),
         }
     }
 }

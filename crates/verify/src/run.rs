@@ -21,7 +21,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::check::{check, Report};
-use crate::copier::drain;
+use crate::copier::{drain, send};
 use crate::history::{self, now_ms, parse_output_value, Event, Meta, Recorder};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -415,23 +415,11 @@ fn seed(args: &RunArgs, input: &str, dir: &Path) -> anyhow::Result<()> {
         .context("creating the seeding producer")?;
     for id in 0..args.records {
         let value = id.to_string();
-        let mut record = BaseRecord::with_opaque_to(input, Box::new(id))
+        let record = BaseRecord::with_opaque_to(input, Box::new(id))
             .payload(value.as_bytes())
             .key(&[] as &[u8])
             .partition((id % args.input_partitions as u64) as i32);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((e, _)) => bail!("seeding: {e}"),
-            }
-        }
+        send(&producer, record).context("seeding")?;
     }
     drain(&producer);
     let ctx = producer.context();

@@ -1,0 +1,99 @@
+"""Full reliability runs of `exacta verify` (docs/reliability.md). Each scenario starts a
+fresh broker (the release binary), optionally a fault proxy, runs the verifier and drives
+broker faults; it prints the verifier's verdict line and exits non-zero on any failure.
+
+usage: scripts/reliability.sh [SCENARIO ...]   (default: all)
+"""
+
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "interop"))
+from harness import BIN, Broker, FaultProxy  # noqa: E402
+
+CONFIG = "group_min_session_timeout_ms = 1000\ngroup_initial_rebalance_delay_ms = 0\n"
+COPY = {"--records": 100000, "--input-partitions": 2, "--output-partitions": 3,
+        "--records-per-txn": 750, "--abort-rate": 0.33, "--timeout-secs": 3600}
+
+
+def verify(bootstrap, history, *args):
+    """`exacta verify` with the COPY settings, overridden by ARGS (flag, value pairs)."""
+    options = dict(COPY, **dict(zip(args[::2], args[1::2])))
+    cmd = [str(BIN), "verify", "--bootstrap-server", bootstrap, "--history", str(history)]
+    for flag, value in options.items():
+        cmd += [flag, str(value)]
+    print("$ exacta verify", " ".join(cmd[3:]), flush=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def finish(proc, started, extra=""):
+    out, _ = proc.communicate()
+    print(out.strip(), f"({time.time() - started:.0f} s{extra})", flush=True)
+    return proc.returncode == 0
+
+
+def scenario(name, tmp):
+    broker = Broker(tmp / "data", config=CONFIG).start()
+    started = time.time()
+    rng = random.Random(name)
+    try:
+        if name == "baseline":
+            return finish(verify(broker.bootstrap, tmp / "h"), started)
+        if name == "copier-kills":
+            # Three rounds of kills for each of the two copiers.
+            return finish(verify(broker.bootstrap, tmp / "h", "--copiers", 2, "--copier-kills", 6,
+                                 "--kill-interval-ms", 2500, "--txn-pause-ms", 20), started)
+        if name in ("broker-kills", "broker-pauses"):
+            # Paced so that the 20 faults land while the copy runs.
+            pause = 40 if name == "broker-kills" else 300
+            proc = verify(broker.bootstrap, tmp / "h", "--copiers", 2, "--txn-pause-ms", pause)
+            faults = 0
+            while proc.poll() is None and faults < 20:
+                time.sleep(rng.uniform(1.0, 3.0) if name == "broker-kills" else rng.uniform(0.3, 1.0))
+                if proc.poll() is not None:
+                    break
+                if name == "broker-kills":
+                    broker.kill9()
+                    broker.start()
+                else:
+                    broker.proc.send_signal(signal.SIGSTOP)
+                    time.sleep(rng.uniform(0.3, 1.5))
+                    broker.proc.send_signal(signal.SIGCONT)
+                faults += 1
+            return finish(proc, started, f", {faults} broker {name.split('-')[1]}") and faults == 20
+        if name == "delays":
+            proxy = FaultProxy(broker.bootstrap, tmp / "proxy.log", seed=17754,
+                               delay=["end_txn=5000", "add_partitions_to_txn=5000",
+                                      "produce=5000", "txn_offset_commit=5000"])
+            try:
+                ok = finish(verify(proxy.bootstrap, tmp / "h", "--records", 12000,
+                                   "--records-per-txn", 50, "--copiers", 4,
+                                   "--transaction-timeout-ms", 60000), started)
+                print(f"injected delays: {proxy.delayed()}", flush=True)
+                return ok and proxy.delayed() >= 1000
+            finally:
+                proxy.stop()
+        raise SystemExit(f"unknown scenario {name}")
+    finally:
+        if broker.alive():
+            broker.kill9()
+
+
+def main():
+    names = sys.argv[1:] or ["baseline", "copier-kills", "broker-kills", "broker-pauses", "delays"]
+    failed = []
+    for name in names:
+        print(f"## {name}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            if not scenario(name, Path(tmp)):
+                failed.append(name)
+    print("FAILED: " + " ".join(failed) if failed else "all scenarios passed")
+    sys.exit(1 if failed else 0)
+
+
+main()

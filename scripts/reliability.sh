@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The full reliability runs of docs/reliability.md (tens of minutes). CI runs short
+# versions of each (tests/interop/test_verify.py, test_chaos.py, test_durability.py).
+# Usage: scripts/reliability.sh [baseline|copier-kills|broker-kills|broker-pauses|delays ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --bin exacta --bin exacta-verify
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+EXACTA_BIN="$PWD/target/release/exacta" exec .venv/bin/python scripts/reliability.py "$@"

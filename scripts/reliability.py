@@ -48,6 +48,11 @@ def scenario(name, tmp):
             # Three rounds of kills for each of the two copiers.
             return finish(verify(broker.bootstrap, tmp / "h", "--copiers", 2, "--copier-kills", 6,
                                  "--kill-interval-ms", 2500, "--txn-pause-ms", 20), started)
+        if name == "kafka-python":
+            copier = f"{sys.executable} {Path(__file__).resolve().parent.parent}/tests/interop/verify_copier_kafka_python.py"
+            return finish(verify(broker.bootstrap, tmp / "h", "--copiers", 2, "--copier-kills", 6,
+                                 "--kill-interval-ms", 2500, "--txn-pause-ms", 20,
+                                 "--copier-command", copier), started)
         if name in ("broker-kills", "broker-pauses"):
             # Paced so that the 20 faults land while the copy runs.
             pause = 40 if name == "broker-kills" else 300
@@ -85,7 +90,8 @@ def scenario(name, tmp):
 
 
 def main():
-    names = sys.argv[1:] or ["baseline", "copier-kills", "broker-kills", "broker-pauses", "delays"]
+    names = sys.argv[1:] or ["baseline", "copier-kills", "broker-kills", "broker-pauses", "delays",
+                             "kafka-python"]
     failed = []
     for name in names:
         print(f"## {name}", flush=True)

@@ -8,6 +8,9 @@ import signal
 import subprocess
 import time
 
+import sys
+from pathlib import Path
+
 from harness import BIN, FaultProxy
 
 VERIFY = BIN.with_name("exacta-verify")
@@ -62,6 +65,18 @@ def test_copier_kills_fence_and_keep_exactly_once(make_broker, tmp_path):
                                   "--copier-kills", 3, "--kill-interval-ms", 1500, "--seed", 7)
     assert_exactly_once(code, report, output, 8000)
     assert report["copier_kills"] == 3, output
+
+
+def test_kafka_python_copiers_keep_exactly_once_through_kills(make_broker, tmp_path):
+    """The same verification with copiers built on kafka-python (--copier-command)."""
+    broker = make_broker(CONFIG)
+    copier = f"{sys.executable} {Path(__file__).parent / 'verify_copier_kafka_python.py'}"
+    code, report, output = verify(broker.bootstrap, tmp_path, "--records", 5000, "--copiers", 2,
+                                  "--records-per-txn", 200, "--txn-pause-ms", 50,
+                                  "--copier-kills", 2, "--kill-interval-ms", 2000,
+                                  "--copier-command", copier)
+    assert_exactly_once(code, report, output, 5000)
+    assert report["copier_kills"] == 2, output
 
 
 def test_broker_sigkill_and_sigstop_during_copy(make_broker, tmp_path):

@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// Directory for the history (kept); by default a temporary one, kept only on failure.
     #[arg(long)]
     pub history: Option<PathBuf>,
+    /// Run this command as the copier instead of the built-in librdkafka one (split on
+    /// spaces; it gets the flags of `exacta-verify copy` and must keep its contract, see
+    /// tests/interop/verify_copier_kafka_python.py), e.g. to verify another client library.
+    #[arg(long, value_name = "COMMAND")]
+    pub copier_command: Option<String>,
     /// Isolation level of the live reader: read_committed, or read_uncommitted to watch
     /// the checker report aborted reads.
     #[arg(long, default_value = "read_committed")]
@@ -269,8 +274,22 @@ impl Copiers<'_> {
         let name = format!("copier-{i}-{n}");
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
         let a = self.args;
-        Command::new(std::env::current_exe().context("locating exacta-verify")?)
-            .arg("copy")
+        let mut command = match &a.copier_command {
+            Some(line) => {
+                let mut words = line.split_whitespace();
+                let program = words.next().context("--copier-command is empty")?;
+                let mut command = Command::new(program);
+                command.args(words);
+                command
+            }
+            None => {
+                let mut command =
+                    Command::new(std::env::current_exe().context("locating exacta-verify")?);
+                command.arg("copy");
+                command
+            }
+        };
+        command
             .args(["--bootstrap-server", &a.bootstrap_server])
             .args([
                 "--input",

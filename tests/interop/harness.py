@@ -97,13 +97,17 @@ class Broker:
 class FaultProxy:
     """`exacta proxy` in front of a broker, injecting faults (see crates/chaos)."""
 
-    def __init__(self, upstream, log_path, drop=(), delay=(), seed=1):
+    def __init__(self, upstream, log_path, drop=(), delay=(), seed=1, scenario=None):
         self.log_path = Path(log_path)
         args = [str(BIN), "proxy", "--upstream", upstream, "--seed", str(seed)]
         for rule in drop:
             args += ["--drop-response", rule]
         for rule in delay:
             args += ["--delay", rule]
+        if scenario is not None:
+            path = self.log_path.with_suffix(".toml")
+            path.write_text(scenario)
+            args += ["--scenario", str(path)]
         log = open(self.log_path, "w")
         self.proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
@@ -127,6 +131,15 @@ class FaultProxy:
 
     def delayed(self):
         return self.log_path.read_text().count("fault: delayed request")
+
+    def injected(self):
+        return self.log_path.read_text().count("fault: injected an error response")
+
+    def duplicated(self):
+        return self.log_path.read_text().count("fault: duplicated request")
+
+    def blackholed(self):
+        return self.log_path.read_text().count("fault: blackholed the connection")
 
     def stop(self):
         if self.proc.poll() is None:

@@ -4,8 +4,8 @@
 //! the upstream broker frame by frame. The proxy reads every request header to know which
 //! API each response answers, and:
 //!
-//! - rewrites the broker addresses in Metadata responses to its own, so clients stay
-//!   behind it after bootstrapping;
+//! - rewrites the broker addresses in Metadata and FindCoordinator responses to its own,
+//!   so clients stay behind it after bootstrapping;
 //! - for the APIs named in [`FaultConfig::drop_response`], drops the response with the
 //!   given probability and cuts the connection (client and upstream side), as a network
 //!   failure after the broker acted would. The client must retry; the broker must not
@@ -14,16 +14,27 @@
 //!   to the given bound before forwarding it (requests behind it on that connection wait
 //!   too, as on a slow link).
 //!
+//! - for the APIs named in [`FaultConfig::inject_error`], answers a request itself with an
+//!   error (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS, ...) instead of forwarding it,
+//!   keeping responses in request order;
+//! - for the APIs named in [`FaultConfig::duplicate`], also sends a copy of the request on
+//!   a new connection after a random delay (its response is discarded), so a request can
+//!   arrive twice and after later ones;
+//! - for the APIs named in [`FaultConfig::blackhole`], stops the connection dead (nothing
+//!   forwarded either way) for a while, then cuts it.
+//!
 //! Decisions come from a seeded generator, so a failing run can be replayed with the same
 //! seed (given the same traffic).
 
-use std::collections::HashMap;
+pub mod inject;
+
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, MetadataResponse, ResponseHeader};
+use kafka_protocol::messages::{ApiKey, FindCoordinatorResponse, MetadataResponse, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -36,6 +47,14 @@ pub struct FaultConfig {
     pub drop_response: HashMap<ApiKey, f64>,
     /// Upper bound (ms) per API of a uniformly random delay before forwarding a request.
     pub delay: HashMap<ApiKey, u64>,
+    /// Probability per API of answering with one of the error codes (picked at random)
+    /// instead of forwarding.
+    pub inject_error: HashMap<ApiKey, (f64, Vec<i16>)>,
+    /// Probability per API of sending a copy of the request on another connection, and the
+    /// upper bound (ms) of the copy's delay.
+    pub duplicate: HashMap<ApiKey, (f64, u64)>,
+    /// Probability per API of blackholing the connection, and for how long (ms).
+    pub blackhole: HashMap<ApiKey, (f64, u64)>,
     pub seed: u64,
 }
 
@@ -46,6 +65,9 @@ pub struct ProxyStats {
     pub requests: AtomicU64,
     pub responses_dropped: AtomicU64,
     pub requests_delayed: AtomicU64,
+    pub errors_injected: AtomicU64,
+    pub requests_duplicated: AtomicU64,
+    pub blackholes: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +161,9 @@ impl Proxy {
             requests = s.requests.load(Ordering::Relaxed),
             responses_dropped = s.responses_dropped.load(Ordering::Relaxed),
             requests_delayed = s.requests_delayed.load(Ordering::Relaxed),
+            errors_injected = s.errors_injected.load(Ordering::Relaxed),
+            requests_duplicated = s.requests_duplicated.load(Ordering::Relaxed),
+            blackholes = s.blackholes.load(Ordering::Relaxed),
             "proxy stopped"
         );
     }
@@ -151,8 +176,55 @@ struct Shared {
     stats: Arc<ProxyStats>,
 }
 
-/// Which API and version each outstanding correlation id belongs to.
-type InFlight = Arc<Mutex<HashMap<i32, (ApiKey, i16)>>>;
+/// A request awaiting its response, in request order. `injected` holds the proxy's own
+/// answer when the request was not forwarded.
+struct Pending {
+    correlation: i32,
+    key: ApiKey,
+    version: i16,
+    injected: Option<Bytes>,
+}
+
+/// The requests of one connection awaiting a response, oldest first, and a signal for
+/// the response side when the proxy answered one itself.
+#[derive(Default)]
+struct InFlight {
+    queue: Mutex<VecDeque<Pending>>,
+    injected: tokio::sync::Notify,
+}
+
+impl InFlight {
+    fn push(&self, pending: Pending) {
+        let injected = pending.injected.is_some();
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(pending);
+        if injected {
+            self.injected.notify_one();
+        }
+    }
+
+    /// Takes the proxy's own answers that are due (nothing older is still awaited), then,
+    /// given a broker response's correlation id, that request's entry.
+    fn take(&self, correlation: Option<i32>) -> (Vec<Bytes>, Option<Pending>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = Vec::new();
+        while queue.front().is_some_and(|p| p.injected.is_some()) {
+            due.extend(queue.pop_front().and_then(|p| p.injected));
+        }
+        let entry = correlation.and_then(|c| {
+            let at = queue.iter().position(|p| p.correlation == c)?;
+            queue.remove(at)
+        });
+        if entry.is_some() {
+            while queue.front().is_some_and(|p| p.injected.is_some()) {
+                due.extend(queue.pop_front().and_then(|p| p.injected));
+            }
+        }
+        (due, entry)
+    }
+}
 
 async fn relay(client: TcpStream, shared: &Shared, connection: u64) -> std::io::Result<()> {
     let upstream = TcpStream::connect(&shared.upstream).await?;
@@ -160,7 +232,7 @@ async fn relay(client: TcpStream, shared: &Shared, connection: u64) -> std::io::
     let _ = upstream.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
-    let in_flight: InFlight = Arc::default();
+    let in_flight = InFlight::default();
     let mut rng = Rng::new(shared.faults.seed ^ connection.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let mut request_rng = Rng::new(rng.next() ^ 0x5bd1_e995);
     // Whichever direction ends first (EOF, error, or an injected cut) ends both.
@@ -177,72 +249,169 @@ async fn requests(
     shared: &Shared,
     rng: &mut Rng,
 ) -> std::io::Result<()> {
+    let faults = &shared.faults;
     while let Some(frame) = read_frame(&mut from).await? {
-        if frame.len() >= 12 {
-            let key = i16::from_be_bytes([frame[4], frame[5]]);
-            let version = i16::from_be_bytes([frame[6], frame[7]]);
-            let correlation = i32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
-            if let Ok(key) = ApiKey::try_from(key) {
-                in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(correlation, (key, version));
-                if let Some(&max_ms) = shared.faults.delay.get(&key) {
-                    let ms = rng.next() % max_ms.saturating_add(1);
-                    shared
-                        .stats
-                        .requests_delayed
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(api = ?key, correlation, delay_ms = ms, "fault: delayed request");
-                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-                }
+        shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let parsed = (frame.len() >= 12)
+            .then(|| {
+                let key = ApiKey::try_from(i16::from_be_bytes([frame[4], frame[5]])).ok()?;
+                let version = i16::from_be_bytes([frame[6], frame[7]]);
+                let correlation = i32::from_be_bytes([frame[8], frame[9], frame[10], frame[11]]);
+                Some((key, version, correlation))
+            })
+            .flatten();
+        let Some((key, version, correlation)) = parsed else {
+            to.write_all(&frame).await?;
+            continue;
+        };
+        if let Some(&(p, ms)) = faults.blackhole.get(&key) {
+            if rng.chance(p) {
+                shared.stats.blackholes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(api = ?key, correlation, ms, "fault: blackholed the connection");
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                return Ok(());
             }
         }
-        shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(&max_ms) = faults.delay.get(&key) {
+            let ms = rng.next() % max_ms.saturating_add(1);
+            shared
+                .stats
+                .requests_delayed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(api = ?key, correlation, delay_ms = ms, "fault: delayed request");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        let injected = match faults.inject_error.get(&key) {
+            Some((p, codes)) if !codes.is_empty() && rng.chance(*p) => {
+                let code = codes[(rng.next() % codes.len() as u64) as usize];
+                let answer = inject::error_response(frame.slice(4..), code);
+                if answer.is_some() {
+                    shared.stats.errors_injected.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(api = ?key, correlation, code, "fault: injected an error response");
+                }
+                answer
+            }
+            _ => None,
+        };
+        if let Some(answer) = injected {
+            in_flight.push(Pending {
+                correlation,
+                key,
+                version,
+                injected: Some(answer),
+            });
+            continue;
+        }
+        if !inject::expects_no_response(key, &frame.slice(4..)) {
+            in_flight.push(Pending {
+                correlation,
+                key,
+                version,
+                injected: None,
+            });
+        }
+        if let Some(&(p, max_ms)) = faults.duplicate.get(&key) {
+            if rng.chance(p) {
+                let ms = rng.next() % max_ms.saturating_add(1);
+                shared
+                    .stats
+                    .requests_duplicated
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(api = ?key, correlation, delay_ms = ms, "fault: duplicated request");
+                tokio::spawn(send_copy(shared.upstream.clone(), frame.clone(), ms));
+            }
+        }
         to.write_all(&frame).await?;
     }
     Ok(())
 }
 
+/// Sends a copy of a request on its own connection after `ms`; the answer is discarded.
+async fn send_copy(upstream: String, frame: Bytes, ms: u64) {
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    if let Ok(stream) = TcpStream::connect(&upstream).await {
+        let (mut read, mut write) = stream.into_split();
+        if write.write_all(&frame).await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), read_frame(&mut read))
+                .await;
+        }
+    }
+}
+
 async fn responses(
-    mut from: OwnedReadHalf,
+    from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     in_flight: &InFlight,
     shared: &Shared,
     rng: &mut Rng,
 ) -> std::io::Result<()> {
-    while let Some(frame) = read_frame(&mut from).await? {
-        if frame.len() < 8 {
-            to.write_all(&frame).await?;
-            continue;
-        }
-        let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        let api = in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&correlation);
-        let Some((key, version)) = api else {
-            to.write_all(&frame).await?;
-            continue;
-        };
-        if let Some(&p) = shared.faults.drop_response.get(&key) {
-            if rng.chance(p) {
-                shared
-                    .stats
-                    .responses_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(api = ?key, correlation, "fault: dropped response and cut the connection");
-                return Ok(());
+    // Broker frames through a channel, so waiting for them can race the proxy's own
+    // answers without losing a half-read frame.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Option<Bytes>>>(16);
+    let reader = tokio::spawn(async move {
+        let mut from = from;
+        loop {
+            let frame = read_frame(&mut from).await;
+            let end = !matches!(frame, Ok(Some(_)));
+            if tx.send(frame).await.is_err() || end {
+                break;
             }
         }
-        let frame = if key == ApiKey::Metadata {
-            rewrite_metadata(&frame, version, &shared.advertised).unwrap_or(frame)
-        } else {
-            frame
-        };
-        to.write_all(&frame).await?;
+    });
+    let result = async {
+        loop {
+            let frame = tokio::select! {
+                received = rx.recv() => match received {
+                    Some(Ok(Some(frame))) => frame,
+                    Some(Err(e)) => return Err(e),
+                    Some(Ok(None)) | None => return Ok(()),
+                },
+                _ = in_flight.injected.notified() => {
+                    for answer in in_flight.take(None).0 {
+                        to.write_all(&answer).await?;
+                    }
+                    continue;
+                }
+            };
+            if frame.len() < 8 {
+                to.write_all(&frame).await?;
+                continue;
+            }
+            let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            let (due, entry) = in_flight.take(Some(correlation));
+            for answer in due {
+                to.write_all(&answer).await?;
+            }
+            let Some(Pending { key, version, .. }) = entry else {
+                to.write_all(&frame).await?;
+                continue;
+            };
+            if let Some(&p) = shared.faults.drop_response.get(&key) {
+                if rng.chance(p) {
+                    shared
+                        .stats
+                        .responses_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(api = ?key, correlation, "fault: dropped response and cut the connection");
+                    return Ok(());
+                }
+            }
+            let frame = match key {
+                ApiKey::Metadata => {
+                    rewrite_metadata(&frame, version, &shared.advertised).unwrap_or(frame)
+                }
+                ApiKey::FindCoordinator => {
+                    rewrite_find_coordinator(&frame, version, &shared.advertised)
+                        .unwrap_or(frame)
+                }
+                _ => frame,
+            };
+            to.write_all(&frame).await?;
+        }
     }
-    Ok(())
+    .await;
+    reader.abort();
+    result
 }
 
 /// Points every broker in a Metadata response at the proxy.
@@ -257,6 +426,36 @@ fn rewrite_metadata(frame: &Bytes, version: i16, advertised: &(String, i32)) -> 
     }
     exacta_wire::frame::encode_response(ApiKey::Metadata, version, header.correlation_id, &response)
         .ok()
+}
+
+/// Points the coordinator(s) in a FindCoordinator response at the proxy (clients key
+/// brokers by node id, so one direct address would take every connection past the proxy).
+fn rewrite_find_coordinator(
+    frame: &Bytes,
+    version: i16,
+    advertised: &(String, i32),
+) -> Option<Bytes> {
+    let mut body = frame.slice(4..);
+    let header_version = ApiKey::FindCoordinator.response_header_version(version);
+    let header = ResponseHeader::decode(&mut body, header_version).ok()?;
+    let mut response = FindCoordinatorResponse::decode(&mut body, version).ok()?;
+    if response.error_code == 0 && response.port >= 0 {
+        response.host = StrBytes::from_string(advertised.0.clone());
+        response.port = advertised.1;
+    }
+    for c in &mut response.coordinators {
+        if c.error_code == 0 {
+            c.host = StrBytes::from_string(advertised.0.clone());
+            c.port = advertised.1;
+        }
+    }
+    exacta_wire::frame::encode_response(
+        ApiKey::FindCoordinator,
+        version,
+        header.correlation_id,
+        &response,
+    )
+    .ok()
 }
 
 /// Reads one size-prefixed frame including its prefix; `None` at end of stream.
@@ -323,6 +522,44 @@ pub fn parse_delay_rule(rule: &str) -> Result<(ApiKey, u64), String> {
     Ok((key, ms))
 }
 
+/// Parses `api=rate:CODE[,CODE...]` (e.g. `end_txn=0.1:NOT_COORDINATOR,14`).
+pub fn parse_inject_rule(rule: &str) -> Result<(ApiKey, (f64, Vec<i16>)), String> {
+    let (key, value) = split_rule(rule, "API=RATE:ERROR[,ERROR...]")?;
+    if !inject::injectable(key) {
+        return Err(format!("errors cannot be injected into {key:?} responses"));
+    }
+    let (rate, codes) = value
+        .split_once(':')
+        .ok_or_else(|| format!("'{rule}' is not API=RATE:ERROR[,ERROR...]"))?;
+    let codes = codes
+        .split(',')
+        .map(inject::parse_error_code)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((key, (parse_rate(rate)?, codes)))
+}
+
+/// Parses `api=rate:max_ms` (`--duplicate`, `--blackhole`).
+pub fn parse_rate_ms_rule(rule: &str) -> Result<(ApiKey, (f64, u64)), String> {
+    let (key, value) = split_rule(rule, "API=RATE:MS")?;
+    let (rate, ms) = value
+        .split_once(':')
+        .ok_or_else(|| format!("'{rule}' is not API=RATE:MS"))?;
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| format!("'{ms}' is not a number of milliseconds"))?;
+    Ok((key, (parse_rate(rate)?, ms)))
+}
+
+fn parse_rate(rate: &str) -> Result<f64, String> {
+    let rate: f64 = rate
+        .parse()
+        .map_err(|_| format!("'{rate}' is not a probability"))?;
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(format!("rate {rate} is outside 0..=1"));
+    }
+    Ok(rate)
+}
+
 fn split_rule<'a>(rule: &'a str, form: &str) -> Result<(ApiKey, &'a str), String> {
     let (name, value) = rule
         .split_once('=')
@@ -358,6 +595,15 @@ mod tests {
             (ApiKey::EndTxn, 5000)
         );
         assert!(parse_delay_rule("produce=-1").is_err());
+        let (key, (rate, codes)) = parse_inject_rule("end_txn=0.25:NOT_COORDINATOR,14").unwrap();
+        assert_eq!((key, rate, codes), (ApiKey::EndTxn, 0.25, vec![16, 14]));
+        assert!(parse_inject_rule("fetch=0.1:NOT_COORDINATOR").is_err());
+        assert!(parse_inject_rule("end_txn=0.1").is_err());
+        assert_eq!(
+            parse_rate_ms_rule("produce=0.05:300").unwrap(),
+            (ApiKey::Produce, (0.05, 300))
+        );
+        assert!(parse_rate_ms_rule("produce=0.05").is_err());
     }
 
     #[test]

@@ -57,9 +57,42 @@ struct ProxyArgs {
     /// `end_txn=5000`. Repeatable.
     #[arg(long = "delay", value_name = "API=MAX_MS")]
     delay: Vec<String>,
-    /// Seed of the fault decisions, to replay a run.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    /// Answer requests of an API with an error instead of forwarding them, e.g.
+    /// `end_txn=0.1:NOT_COORDINATOR,COORDINATOR_LOAD_IN_PROGRESS`. Repeatable.
+    #[arg(long = "inject-error", value_name = "API=RATE:ERROR[,ERROR...]")]
+    inject_error: Vec<String>,
+    /// Also send a copy of a request on another connection after 0..=MS, e.g.
+    /// `produce=0.05:500`. Repeatable.
+    #[arg(long = "duplicate", value_name = "API=RATE:MS")]
+    duplicate: Vec<String>,
+    /// Freeze the connection for MS (nothing forwarded), then cut it, e.g.
+    /// `end_txn=0.02:3000`. Repeatable.
+    #[arg(long = "blackhole", value_name = "API=RATE:MS")]
+    blackhole: Vec<String>,
+    /// A TOML scenario file with the same rules as lists (`drop_response`, `delay`,
+    /// `inject_error`, `duplicate`, `blackhole`) and `seed`; flags add to it.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// Seed of the fault decisions, to replay a run [default: 1, or the scenario's].
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// A proxy scenario file.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    seed: Option<u64>,
+    #[serde(default)]
+    drop_response: Vec<String>,
+    #[serde(default)]
+    delay: Vec<String>,
+    #[serde(default)]
+    inject_error: Vec<String>,
+    #[serde(default)]
+    duplicate: Vec<String>,
+    #[serde(default)]
+    blackhole: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -113,17 +146,44 @@ fn external(name: &str, args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
 }
 
 fn proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let mut scenario = match &args.scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<Scenario>(&text)
+                .with_context(|| format!("parsing scenario {}", path.display()))?
+        }
+        None => Scenario::default(),
+    };
+    scenario.drop_response.extend(args.drop_response);
+    scenario.delay.extend(args.delay);
+    scenario.inject_error.extend(args.inject_error);
+    scenario.duplicate.extend(args.duplicate);
+    scenario.blackhole.extend(args.blackhole);
     let mut faults = exacta_chaos::FaultConfig {
-        seed: args.seed,
+        seed: args.seed.or(scenario.seed).unwrap_or(1),
         ..Default::default()
     };
-    for rule in &args.drop_response {
-        let (api, rate) = exacta_chaos::parse_drop_rule(rule).map_err(anyhow::Error::msg)?;
+    let rule = anyhow::Error::msg;
+    for r in &scenario.drop_response {
+        let (api, rate) = exacta_chaos::parse_drop_rule(r).map_err(rule)?;
         faults.drop_response.insert(api, rate);
     }
-    for rule in &args.delay {
-        let (api, ms) = exacta_chaos::parse_delay_rule(rule).map_err(anyhow::Error::msg)?;
+    for r in &scenario.delay {
+        let (api, ms) = exacta_chaos::parse_delay_rule(r).map_err(rule)?;
         faults.delay.insert(api, ms);
+    }
+    for r in &scenario.inject_error {
+        let (api, how) = exacta_chaos::parse_inject_rule(r).map_err(rule)?;
+        faults.inject_error.insert(api, how);
+    }
+    for r in &scenario.duplicate {
+        let (api, how) = exacta_chaos::parse_rate_ms_rule(r).map_err(rule)?;
+        faults.duplicate.insert(api, how);
+    }
+    for r in &scenario.blackhole {
+        let (api, how) = exacta_chaos::parse_rate_ms_rule(r).map_err(rule)?;
+        faults.blackhole.insert(api, how);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

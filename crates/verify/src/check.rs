@@ -57,6 +57,7 @@ pub struct Report {
     pub txns_unknown: u64,
     pub copier_kills: u64,
     pub copier_restarts: u64,
+    pub copier_stalls: u64,
 }
 
 impl Report {
@@ -102,7 +103,8 @@ impl fmt::Display for Report {
             f,
             "{}: {} records, {} lost, {} duplicate, {} aborted reads, {} pre-committed reads, \
              {} offset errors, {} order errors, {} unknown; transactions {} committed, {} aborted \
-             ({} on purpose), {} unknown outcome; {} live reads; copier kills {}, restarts {}",
+             ({} on purpose), {} unknown outcome; {} live reads; copier kills {}, restarts {}, \
+             stalls {}",
             if self.passed() { "PASS" } else { "FAIL" },
             self.records,
             self.lost.count,
@@ -119,6 +121,7 @@ impl fmt::Display for Report {
             self.live_reads,
             self.copier_kills,
             self.copier_restarts,
+            self.copier_stalls,
         )
     }
 }
@@ -313,6 +316,7 @@ pub fn check(files: &BTreeMap<String, Vec<Event>>) -> Report {
         }
         report.copier_kills = meta.copier_kills;
         report.copier_restarts = meta.copier_restarts;
+        report.copier_stalls = meta.copier_stalls;
     } else {
         report
             .offset_errors
@@ -353,6 +357,7 @@ mod tests {
             committed: vec![records as i64],
             copier_kills: 0,
             copier_restarts: 0,
+            copier_stalls: 0,
         })
     }
 

@@ -86,6 +86,9 @@ pub struct Meta {
     pub committed: Vec<i64>,
     pub copier_kills: u64,
     pub copier_restarts: u64,
+    /// Copiers restarted because they made no progress (a client stuck in a call).
+    #[serde(default)]
+    pub copier_stalls: u64,
 }
 
 pub fn now_ms() -> u64 {

@@ -58,6 +58,10 @@ pub struct RunArgs {
     pub kill_interval_ms: u64,
     #[arg(long, default_value_t = 10_000)]
     pub transaction_timeout_ms: u64,
+    /// Restart a copier whose history has not grown for this long while records remain
+    /// (a client stuck in a call, e.g. librdkafka #5456); reported as a stall.
+    #[arg(long, default_value_t = 60)]
+    pub stall_secs: u64,
     /// Seed of the abort and kill decisions.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -161,8 +165,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
         stop_file: &stop_file,
         children: Vec::new(),
         instances: vec![0; args.copiers],
+        progress: vec![(0, Instant::now()); args.copiers],
         kills: 0,
         restarts: 0,
+        stalls: 0,
     };
     for i in 0..args.copiers {
         let child = copiers.spawn(i)?;
@@ -178,6 +184,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
         }
         std::thread::sleep(Duration::from_millis(250));
         copiers.restart_exited()?;
+        copiers.restart_stalled(Duration::from_secs(args.stall_secs))?;
         if copiers.kills < args.copier_kills && Instant::now() >= next_kill {
             let i = (rng.next() % args.copiers as u64) as usize;
             copiers.kill_and_restart(i)?;
@@ -233,7 +240,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
     )
     .context("final read")?;
 
-    let (kills, restarts) = (copiers.kills, copiers.restarts);
+    let (kills, restarts, stalls) = (copiers.kills, copiers.restarts, copiers.stalls);
     drop(copiers);
     let meta = Recorder::create(&dir.join("meta.jsonl"))?;
     meta.record(&Event::Meta(Meta {
@@ -247,6 +254,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
         committed,
         copier_kills: kills,
         copier_restarts: restarts,
+        copier_stalls: stalls,
     }))?;
     meta.flush()?;
     let report = check(&history::load(&dir)?);
@@ -263,8 +271,11 @@ struct Copiers<'a> {
     children: Vec<Option<Child>>,
     /// Instances started per copier (the restart count, part of transaction names).
     instances: Vec<u64>,
+    /// Per copier: its history's size and when it last changed.
+    progress: Vec<(u64, Instant)>,
     kills: u64,
     restarts: u64,
+    stalls: u64,
 }
 
 impl Copiers<'_> {
@@ -337,6 +348,36 @@ impl Copiers<'_> {
         Ok(())
     }
 
+    fn history_of(&self, i: usize) -> PathBuf {
+        let n = self.instances[i].saturating_sub(1);
+        self.dir.join(format!("copier-{i}-{n}.jsonl"))
+    }
+
+    /// SIGKILLs and restarts a copier whose history has not grown for `limit` in the middle
+    /// of a transaction (an idle copier, e.g. one without partitions, is left alone).
+    fn restart_stalled(&mut self, limit: Duration) -> anyhow::Result<()> {
+        for i in 0..self.children.len() {
+            let size = std::fs::metadata(self.history_of(i)).map_or(0, |m| m.len());
+            if size != self.progress[i].0 {
+                self.progress[i] = (size, Instant::now());
+            } else if self.progress[i].1.elapsed() > limit && in_transaction(&self.history_of(i)) {
+                eprintln!(
+                    "copier {i} made no progress for {} s: restarting it (a stuck client call)",
+                    limit.as_secs()
+                );
+                if let Some(mut child) = self.children[i].take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                self.stalls += 1;
+                let child = self.spawn(i)?;
+                self.children[i] = Some(child);
+                self.progress[i] = (0, Instant::now());
+            }
+        }
+        Ok(())
+    }
+
     fn kill_and_restart(&mut self, i: usize) -> anyhow::Result<()> {
         if let Some(mut child) = self.children[i].take() {
             let _ = child.kill(); // SIGKILL
@@ -365,6 +406,24 @@ impl Copiers<'_> {
             }
         }
     }
+}
+
+/// Whether a copier's history ends inside a transaction (its last event is not a commit
+/// outcome or an abort).
+fn in_transaction(path: &Path) -> bool {
+    let Ok(text) = std::fs::read(path) else {
+        return false;
+    };
+    let tail = &text[text.len().saturating_sub(4096)..];
+    let last = tail
+        .split(|&b| b == b'\n')
+        .rev()
+        .find(|line| !line.is_empty())
+        .and_then(|line| serde_json::from_slice::<Event>(line).ok());
+    matches!(
+        last,
+        Some(Event::Begin { .. } | Event::Send { .. } | Event::Ack { .. } | Event::Commit { .. })
+    )
 }
 
 fn create_topics(args: &RunArgs, topics: &[(&str, i32)]) -> anyhow::Result<()> {

@@ -17,6 +17,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "inter
 from harness import BIN, Broker, FaultProxy  # noqa: E402
 
 CONFIG = "group_min_session_timeout_ms = 1000\ngroup_initial_rebalance_delay_ms = 0\n"
+# Every injectable error, including NOT_COORDINATOR on TxnOffsetCommit (which can hang
+# librdkafka, #5456: the verifier restarts such a copier and reports a stall).
+INJECTED = """
+seed = 5
+inject_error = [
+  "end_txn=0.1:NOT_COORDINATOR,COORDINATOR_LOAD_IN_PROGRESS,CONCURRENT_TRANSACTIONS",
+  "add_partitions_to_txn=0.1:CONCURRENT_TRANSACTIONS,COORDINATOR_LOAD_IN_PROGRESS",
+  "add_offsets_to_txn=0.1:NOT_COORDINATOR",
+  "txn_offset_commit=0.1:COORDINATOR_LOAD_IN_PROGRESS,NOT_COORDINATOR",
+  "find_coordinator=0.1:COORDINATOR_NOT_AVAILABLE",
+  "produce=0.02:NOT_LEADER_OR_FOLLOWER,REQUEST_TIMED_OUT",
+  "init_producer_id=0.2:COORDINATOR_LOAD_IN_PROGRESS",
+  "heartbeat=0.05:COORDINATOR_LOAD_IN_PROGRESS",
+]
+duplicate = ["produce=0.05:300"]
+blackhole = ["end_txn=0.01:2000", "produce=0.002:2000"]
+"""
 COPY = {"--records": 100000, "--input-partitions": 2, "--output-partitions": 3,
         "--records-per-txn": 750, "--abort-rate": 0.33, "--timeout-secs": 3600}
 
@@ -48,6 +65,16 @@ def scenario(name, tmp):
             # Three rounds of kills for each of the two copiers.
             return finish(verify(broker.bootstrap, tmp / "h", "--copiers", 2, "--copier-kills", 6,
                                  "--kill-interval-ms", 2500, "--txn-pause-ms", 20), started)
+        if name == "injected":
+            proxy = FaultProxy(broker.bootstrap, tmp / "proxy.log", scenario=INJECTED)
+            try:
+                ok = finish(verify(proxy.bootstrap, tmp / "h", "--copiers", 2,
+                                   "--stall-secs", 30), started)
+                print(f"injected errors: {proxy.injected()}, duplicated requests: "
+                      f"{proxy.duplicated()}, blackholes: {proxy.blackholed()}", flush=True)
+                return ok
+            finally:
+                proxy.stop()
         if name == "kafka-python":
             copier = f"{sys.executable} {Path(__file__).resolve().parent.parent}/tests/interop/verify_copier_kafka_python.py"
             return finish(verify(broker.bootstrap, tmp / "h", "--copiers", 2, "--copier-kills", 6,
@@ -76,9 +103,10 @@ def scenario(name, tmp):
                                delay=["end_txn=5000", "add_partitions_to_txn=5000",
                                       "produce=5000", "txn_offset_commit=5000"])
             try:
-                ok = finish(verify(proxy.bootstrap, tmp / "h", "--records", 12000,
-                                   "--records-per-txn", 50, "--copiers", 4,
-                                   "--transaction-timeout-ms", 60000), started)
+                ok = finish(verify(proxy.bootstrap, tmp / "h", "--records", 10000,
+                                   "--input-partitions", 4, "--records-per-txn", 50,
+                                   "--copiers", 4, "--transaction-timeout-ms", 60000),
+                            started)
                 print(f"injected delays: {proxy.delayed()}", flush=True)
                 return ok and proxy.delayed() >= 1000
             finally:
@@ -91,7 +119,7 @@ def scenario(name, tmp):
 
 def main():
     names = sys.argv[1:] or ["baseline", "copier-kills", "broker-kills", "broker-pauses", "delays",
-                             "kafka-python"]
+                             "injected", "kafka-python"]
     failed = []
     for name in names:
         print(f"## {name}", flush=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full reliability runs of docs/reliability.md (tens of minutes). CI runs short
 # versions of each (tests/interop/test_verify.py, test_chaos.py, test_durability.py).
-# Usage: scripts/reliability.sh [baseline|copier-kills|broker-kills|broker-pauses|delays|kafka-python ...]
+# Usage: scripts/reliability.sh [baseline|copier-kills|broker-kills|broker-pauses|delays|injected|kafka-python ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin exacta --bin exacta-verify

@@ -229,3 +229,28 @@ def test_find_coordinator_single_and_batched(broker):
         results.append((key, node, port, err))
     assert results[0] == ("a", 0, broker.port, 0)
     assert results[1][0] == "" and results[1][3] == 24  # INVALID_GROUP_ID
+
+
+def test_json_logs_are_one_object_per_line(tmp_path):
+    """`exacta --log-format json serve`: every stderr line is a JSON object with level,
+    message and fields, including the listening line and the shutdown line."""
+    import json
+    import signal
+    import subprocess
+    from harness import BIN
+
+    log = tmp_path / "broker.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(BIN), "--log-format", "json", "serve", "--listen",
+                                 "127.0.0.1:0", "--data-dir", str(tmp_path / "data")],
+                                stdout=out, stderr=out, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while "listening" not in log.read_text() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(e["level"] in ("INFO", "WARN", "ERROR", "DEBUG") for e in lines), lines
+    messages = [e["fields"]["message"] for e in lines]
+    assert any(m.startswith("exacta listening on 127.0.0.1:") for m in messages), messages
+    assert "shutdown complete" in messages, messages

@@ -246,3 +246,65 @@ def test_admin_lists_and_describes_transactions(broker):
     open_starts = {p.producer_id: p.current_transaction_start_offset for p in producers}
     assert open_starts[desc.producer_id] == 2, "the open transaction starts after the committed one and its marker"
     assert sorted(open_starts.values()) == [-1, 2]
+
+
+def scrape(broker):
+    """The broker's Prometheus exposition as {name{labels}: value} (no histograms)."""
+    import re
+    import urllib.request
+    port = re.search(r"metrics listening on 127\.0\.0\.1:(\d+)", broker.log()).group(1)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "_bucket{" not in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_metrics_count_commits_aborts_timeouts_and_fencing(make_broker):
+    """`metrics_listen`: counters and gauges follow real transactions from librdkafka."""
+    broker = make_broker(TXN_CONFIG + 'metrics_listen = "127.0.0.1:0"\n')
+    create(broker, ("metered", 1))
+    p = txn_producer(broker, "metered-1")
+    p.begin_transaction()
+    p.produce("metered", b"committed")
+    p.commit_transaction(10)
+    p.begin_transaction()
+    p.produce("metered", b"aborted")
+    p.flush(10)
+    p.abort_transaction(10)
+    # An open transaction holds back the LSO and shows as open.
+    p.begin_transaction()
+    p.produce("metered", b"open")
+    p.flush(10)
+    time.sleep(0.3)
+    m = scrape(broker)
+    assert m["exacta_transactions_open"] == 1, m
+    assert m["exacta_transaction_oldest_open_seconds"] > 0
+    assert m['exacta_partition_lso_lag{topic="metered",partition="0"}'] >= 1
+    # A second instance fences the first (its open transaction is aborted).
+    fencer = txn_producer(broker, "metered-1")
+    # A transaction that stalls past its timeout is aborted by the coordinator.
+    stalled = txn_producer(broker, "metered-2", **{"transaction.timeout.ms": 1000})
+    stalled.begin_transaction()
+    stalled.produce("metered", b"stalled")
+    stalled.flush(10)
+    deadline = time.time() + 20
+    while time.time() < deadline and scrape(broker)["exacta_transactions_timed_out_total"] < 1:
+        time.sleep(0.2)
+    m = scrape(broker)
+    assert m["exacta_transactions_committed_total"] == 1, m
+    assert m["exacta_transactions_aborted_total"] == 3, m  # on request, fenced, timed out
+    assert m["exacta_transactions_timed_out_total"] == 1, m
+    assert m["exacta_producer_fencings_total"] == 2, m  # the new instance, the timeout
+    assert m["exacta_transactions_open"] == 0, m
+    assert m['exacta_partition_lso_lag{topic="metered",partition="0"}'] == 0, m
+    hw = m['exacta_partition_high_watermark{topic="metered",partition="0"}']
+    assert hw == m['exacta_partition_last_stable_offset{topic="metered",partition="0"}'] >= 8
+    assert m['exacta_requests_total{api="EndTxn"}'] >= 2
+    assert m['exacta_requests_total{api="Produce"}'] >= 4
+    assert m["exacta_fsync_duration_seconds_count"] > 0
+    assert m["exacta_txn_marker_duration_seconds_count"] == 4
+    assert m["exacta_produce_request_bytes_total"] > 0
+    del fencer

@@ -31,6 +31,8 @@ pub struct BrokerConfig {
     pub listen: String,
     /// Address clients are told to connect to (Metadata); defaults to `listen`.
     pub advertised_listener: Option<String>,
+    /// Address of the Prometheus endpoint (`GET /metrics`); none by default.
+    pub metrics_listen: Option<String>,
     /// Directory holding the logs and metadata.
     pub data_dir: PathBuf,
     pub node_id: i32,
@@ -89,6 +91,7 @@ impl Default for BrokerConfig {
         Self {
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,
+            metrics_listen: None,
             data_dir: PathBuf::from("./exacta-data"),
             node_id: 0,
             cluster_id: "exacta-cluster-0".into(),

@@ -72,7 +72,12 @@ fn run(rx: mpsc::Receiver<Message>) {
         }
         for p in group.drain(..) {
             let (file, offset) = p.take_flush_target();
-            if let Err(e) = exacta_log::sync_file(&file, false) {
+            let started = std::time::Instant::now();
+            let synced = exacta_log::sync_file(&file, false);
+            crate::metrics::METRICS
+                .fsync_seconds
+                .observe(started.elapsed());
+            if let Err(e) = synced {
                 fatal_fsync_error(&e);
             }
             p.flushed(offset);

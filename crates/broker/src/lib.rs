@@ -15,6 +15,7 @@ pub mod flusher;
 pub mod groups;
 pub mod handlers;
 pub mod internal;
+pub mod metrics;
 pub mod partitions;
 pub mod server;
 pub mod txns;

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use crate::config::{BrokerConfig, FlushPolicy};
 use crate::groups::GroupRuntime;
 use crate::handlers::{api_versions, dispatch, Reply};
+use crate::metrics::{Metrics, METRICS};
 use crate::partitions::{Broker, OpenError};
 use crate::txns::TxnRuntime;
 use crate::Node;
@@ -53,6 +54,7 @@ pub enum ServerError {
 pub struct Server {
     node: Arc<Node>,
     listener: TcpListener,
+    metrics: Option<TcpListener>,
 }
 
 impl Server {
@@ -74,6 +76,19 @@ impl Server {
         if config.advertised_listener.is_none() {
             config.advertised_listener = Some(local.to_string());
         }
+        let metrics = match &config.metrics_listen {
+            Some(address) => {
+                Some(
+                    TcpListener::bind(address)
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            address: address.clone(),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let group_config = config.group_config();
         let offsets_partitions = config.offsets_topic_partitions;
         let txn_config = config.txn_config();
@@ -100,6 +115,7 @@ impl Server {
         Ok(Self {
             node: Arc::new(node),
             listener,
+            metrics,
         })
     }
 
@@ -116,7 +132,11 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let Server { node, listener } = self;
+        let Server {
+            node,
+            listener,
+            metrics,
+        } = self;
         let broker = Arc::clone(&node.broker);
         let addr = listener.local_addr().ok();
         tracing::info!(
@@ -129,6 +149,16 @@ impl Server {
         );
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = JoinSet::new();
+        if let Some(metrics) = metrics {
+            tracing::info!(
+                "metrics listening on {}",
+                metrics
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default()
+            );
+            background.spawn(crate::metrics::serve(metrics, Arc::clone(&node)));
+        }
         background.spawn(retention_loop(Arc::clone(&broker)));
         background.spawn(Arc::clone(&node.groups).tick_loop());
         background.spawn(Arc::clone(&node.txns).tick_loop());
@@ -300,8 +330,26 @@ async fn serve_connection(
                 break;
             }
         };
+        let arrived = std::time::Instant::now();
+        let size = frame.len() as u64;
         let reply: Reply = match decode_request(frame) {
-            Ok((header, request)) => dispatch(&node, peer, &header, request),
+            Ok((header, request)) => {
+                let api = header.request_api_key;
+                if api == ApiKey::Produce as i16 {
+                    Metrics::add(&METRICS.produce_bytes, size);
+                }
+                let reply = dispatch(&node, peer, &header, request);
+                Box::pin(async move {
+                    let result = reply.await;
+                    METRICS.request(api, arrived.elapsed());
+                    if api == ApiKey::Fetch as i16 {
+                        if let Ok(Some(bytes)) = &result {
+                            Metrics::add(&METRICS.fetch_bytes, bytes.len() as u64);
+                        }
+                    }
+                    result
+                })
+            }
             Err(DecodeError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
                 version,
@@ -313,6 +361,7 @@ async fn serve_connection(
                 ))
             }
             Err(e) => {
+                Metrics::add(&METRICS.bad_requests, 1);
                 tracing::warn!(%peer, error = %e, "closing connection: bad request");
                 break;
             }

@@ -22,6 +22,7 @@ use exacta_types::ErrorCode;
 use exacta_wire::batch::KeyedRecord;
 
 use crate::groups::{GroupRuntime, OFFSETS_TOPIC};
+use crate::metrics::{Metrics, METRICS};
 use crate::partitions::{ApiError, Broker, Partition};
 
 /// A partition and the offset that must be durable (below its high watermark).
@@ -181,6 +182,7 @@ impl TxnRuntime {
                         transactional_id = id,
                         "fencing the previous producer: aborting its open transaction"
                     );
+                    Metrics::add(&METRICS.fencings, 1);
                     Self::durable(waits).await;
                     self.finish(plan).await?;
                 }
@@ -248,6 +250,7 @@ impl TxnRuntime {
             tracing::error!(transactional_id = %plan.transactional_id, "EXACTA_TEST_CRASH_AFTER_PREPARE: exiting");
             std::process::exit(137);
         }
+        let started = std::time::Instant::now();
         let mut waits = Vec::new();
         let mut offsets_partitions = false;
         for (topic, index) in &plan.partitions {
@@ -271,6 +274,15 @@ impl TxnRuntime {
             waits.push((partition, offset));
         }
         Self::durable(waits).await;
+        METRICS.marker_seconds.observe(started.elapsed());
+        Metrics::add(
+            if plan.commit {
+                &METRICS.txns_committed
+            } else {
+                &METRICS.txns_aborted
+            },
+            1,
+        );
         if offsets_partitions {
             self.groups.end_txn(plan.producer_id, plan.commit);
         }
@@ -357,6 +369,9 @@ impl TxnRuntime {
             };
             match work {
                 Ok((plans, waits)) => {
+                    // Each plan aborts a timed-out transaction with an epoch bump.
+                    Metrics::add(&METRICS.txns_timed_out, plans.len() as u64);
+                    Metrics::add(&METRICS.fencings, plans.len() as u64);
                     Self::durable(waits).await;
                     for plan in plans {
                         if let Err(e) = self.finish(plan).await {

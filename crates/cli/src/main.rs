@@ -118,6 +118,9 @@ struct ServeArgs {
     /// Data directory [default: ./exacta-data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics [default: off].
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -226,6 +229,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if let Some(metrics) = args.metrics_listen {
+        config.metrics_listen = Some(metrics);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

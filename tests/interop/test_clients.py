@@ -247,3 +247,55 @@ def test_auto_topic_creation_on_and_off(broker, make_broker):
     a = admin(off)
     a.create_topics([NewTopic("defaulted")])["defaulted"].result(10)
     assert len(admin(off).list_topics(timeout=10).topics["defaulted"].partitions) == 3
+
+
+def test_write_guarantee_refuses_producers_below_it(make_broker):
+    """Governance: `exacta.write.guarantee` (topic) and `default_write_guarantee` (broker).
+    A producer below the guarantee is refused with POLICY_VIOLATION and a message saying
+    what to change; one that meets it writes."""
+    from confluent_kafka import KafkaError, KafkaException, Producer
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+    from kafka import KafkaProducer
+    from kafka.errors import PolicyViolationError
+
+    broker = make_broker('default_write_guarantee = "idempotent"\n')
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for f in admin.create_topics([
+            NewTopic("gov-default", 1, 1),
+            NewTopic("gov-txn", 1, 1, config={"exacta.write.guarantee": "transactional"}),
+            NewTopic("gov-open", 1, 1, config={"exacta.write.guarantee": "none"})]).values():
+        f.result(10)
+    bad = admin.create_topics([NewTopic("gov-bad", 1, 1,
+                                        config={"exacta.write.guarantee": "mostly"})])
+    with pytest.raises(KafkaException, match="exacta.write.guarantee must be one of"):
+        bad["gov-bad"].result(10)
+    described = admin.describe_configs([ConfigResource("topic", "gov-default")])
+    entry = list(described.values())[0].result(10)["exacta.write.guarantee"]
+    assert entry.value == "idempotent" and entry.is_default
+
+    def send(topic, **config):
+        errors = []
+        p = Producer({"bootstrap.servers": broker.bootstrap, **config})
+        if "transactional.id" in config:
+            p.init_transactions(10)
+            p.begin_transaction()
+        p.produce(topic, b"v", on_delivery=lambda err, msg: errors.append(err))
+        if "transactional.id" in config:
+            p.commit_transaction(10)
+        p.flush(10)
+        return errors[0]
+
+    plain = {"enable.idempotence": False, "acks": "all", "message.send.max.retries": 0}
+    err = send("gov-default", **plain)
+    assert err is not None and err.code() == KafkaError.POLICY_VIOLATION, err
+    assert send("gov-default", **{"enable.idempotence": True}) is None
+    assert send("gov-open", **plain) is None
+    err = send("gov-txn", **{"enable.idempotence": True})
+    assert err is not None and err.code() == KafkaError.POLICY_VIOLATION, err
+    assert send("gov-txn", **{"transactional.id": "gov"}) is None
+    # kafka-python names the error and shows the broker's message.
+    kp = KafkaProducer(bootstrap_servers=broker.bootstrap, retries=0,
+                       enable_idempotence=False, acks="all")
+    with pytest.raises(PolicyViolationError):
+        kp.send("gov-default", b"v").get(timeout=10)
+    kp.close()

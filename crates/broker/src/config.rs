@@ -10,6 +10,45 @@ use std::path::PathBuf;
 use exacta_log::LogConfig;
 use serde::Deserialize;
 
+/// Which producers may write to a topic (`exacta.write.guarantee`; broker default
+/// `default_write_guarantee`). Others are refused with POLICY_VIOLATION.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteGuarantee {
+    /// Any producer (Kafka's behaviour).
+    #[default]
+    None,
+    /// Idempotent or transactional producers only: no duplicates from retries.
+    Idempotent,
+    /// Transactional producers only.
+    Transactional,
+}
+
+impl WriteGuarantee {
+    pub const NAMES: [&'static str; 3] = ["none", "idempotent", "transactional"];
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "none" => Some(Self::None),
+            "idempotent" => Some(Self::Idempotent),
+            "transactional" => Some(Self::Transactional),
+            _ => None,
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Idempotent,
+            2 => Self::Transactional,
+            _ => Self::None,
+        }
+    }
+}
+
 /// When the broker fsyncs the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +72,8 @@ pub struct BrokerConfig {
     pub advertised_listener: Option<String>,
     /// Address of the Prometheus endpoint (`GET /metrics`); none by default.
     pub metrics_listen: Option<String>,
+    /// Which producers may write to topics without an `exacta.write.guarantee` override.
+    pub default_write_guarantee: WriteGuarantee,
     /// Directory holding the logs and metadata.
     pub data_dir: PathBuf,
     pub node_id: i32,
@@ -92,6 +133,7 @@ impl Default for BrokerConfig {
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,
             metrics_listen: None,
+            default_write_guarantee: WriteGuarantee::None,
             data_dir: PathBuf::from("./exacta-data"),
             node_id: 0,
             cluster_id: "exacta-cluster-0".into(),
@@ -233,6 +275,7 @@ impl BrokerConfig {
 /// Topic-level configs Exacta supports, with Kafka's names.
 pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
+    "exacta.write.guarantee",
     "max.message.bytes",
     "retention.bytes",
     "retention.ms",
@@ -256,6 +299,7 @@ impl TopicConfigs<'_> {
         let b = self.broker;
         let default = match name {
             "cleanup.policy" => "delete".to_string(),
+            "exacta.write.guarantee" => b.default_write_guarantee.name().to_string(),
             "max.message.bytes" => b.message_max_bytes.to_string(),
             "retention.bytes" => b.retention_bytes.to_string(),
             "retention.ms" => b.retention_ms.to_string(),
@@ -285,6 +329,12 @@ impl TopicConfigs<'_> {
     pub fn max_message_bytes(&self) -> i64 {
         self.number("max.message.bytes")
     }
+
+    pub fn write_guarantee(&self) -> WriteGuarantee {
+        self.value("exacta.write.guarantee")
+            .and_then(|(v, _)| WriteGuarantee::parse(&v))
+            .unwrap_or_default()
+    }
 }
 
 /// Checks one topic config value; the error says why, for the client.
@@ -302,6 +352,11 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
         "cleanup.policy" if value == "delete" => Ok(()),
         "cleanup.policy" => Err(format!(
             "cleanup.policy '{value}' is not supported; only 'delete' is"
+        )),
+        "exacta.write.guarantee" if WriteGuarantee::parse(value).is_some() => Ok(()),
+        "exacta.write.guarantee" => Err(format!(
+            "exacta.write.guarantee must be one of {}, got '{value}'",
+            WriteGuarantee::NAMES.join(", ")
         )),
         "max.message.bytes" => number(64, i32::MAX as i64),
         "retention.bytes" | "retention.ms" => number(-1, i64::MAX),

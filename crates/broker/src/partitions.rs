@@ -88,6 +88,7 @@ pub struct Partition {
     arrivals: Arc<watch::Sender<u64>>,
     flush_queued: AtomicBool,
     max_message_bytes: AtomicI64,
+    write_guarantee: std::sync::atomic::AtomicU8,
     flusher: Option<Flusher>,
 }
 
@@ -250,6 +251,11 @@ impl Partition {
         self.max_message_bytes.load(Ordering::Relaxed)
     }
 
+    /// Which producers may write here (the topic's `exacta.write.guarantee`).
+    pub fn write_guarantee(&self) -> crate::config::WriteGuarantee {
+        crate::config::WriteGuarantee::from_u8(self.write_guarantee.load(Ordering::Relaxed))
+    }
+
     /// Fsyncs now (interval policy, shutdown).
     pub fn flush(&self) -> Result<(), LogError> {
         let offset = {
@@ -282,6 +288,8 @@ impl Partition {
         self.log().set_config(configs.log_config());
         self.max_message_bytes
             .store(configs.max_message_bytes(), Ordering::Relaxed);
+        self.write_guarantee
+            .store(configs.write_guarantee() as u8, Ordering::Relaxed);
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -419,6 +427,7 @@ impl Broker {
                 arrivals: Arc::clone(&self.arrivals),
                 flush_queued: AtomicBool::new(false),
                 max_message_bytes: AtomicI64::new(configs.max_message_bytes()),
+                write_guarantee: std::sync::atomic::AtomicU8::new(configs.write_guarantee() as u8),
                 flusher: self.flusher.clone(),
             }),
             info,

@@ -18,6 +18,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{message, Ctx, Reply};
 use crate::config::FlushPolicy;
+use crate::config::WriteGuarantee;
 use crate::partitions::{ApiError, Partition};
 use crate::Node;
 
@@ -118,7 +119,12 @@ fn append(
         )
     })?;
     let records = data.records.unwrap_or_default();
-    validate(&records, partition.max_message_bytes())?;
+    validate(
+        &records,
+        partition.max_message_bytes(),
+        partition.write_guarantee(),
+        topic,
+    )?;
     let mut buf = BytesMut::from(&records[..]);
     let first = exacta_wire::batch::BatchHeader::parse_header(&records)
         .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
@@ -141,8 +147,14 @@ fn append(
     Ok((partition, info))
 }
 
-/// Checks every batch in a partition's records: whole, valid, within the size limit.
-fn validate(records: &Bytes, max_message_bytes: i64) -> Result<(), ApiError> {
+/// Checks every batch in a partition's records: whole, valid, within the size limit, and
+/// from a producer the topic's `exacta.write.guarantee` admits.
+fn validate(
+    records: &Bytes,
+    max_message_bytes: i64,
+    guarantee: WriteGuarantee,
+    topic: &str,
+) -> Result<(), ApiError> {
     if records.is_empty() {
         return Err(ApiError::new(
             ErrorCode::CorruptMessage,
@@ -159,6 +171,25 @@ fn validate(records: &Bytes, max_message_bytes: i64) -> Result<(), ApiError> {
                 format!(
                     "batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
                     header.size()
+                ),
+            ));
+        }
+        let refused = match guarantee {
+            WriteGuarantee::None => None,
+            WriteGuarantee::Idempotent if header.producer_id < 0 => {
+                Some("idempotent or transactional producers (set enable.idempotence=true)")
+            }
+            WriteGuarantee::Transactional if !header.is_transactional() => {
+                Some("transactional producers (set transactional.id)")
+            }
+            _ => None,
+        };
+        if let Some(who) = refused {
+            return Err(ApiError::new(
+                ErrorCode::PolicyViolation,
+                format!(
+                    "topic {topic} accepts writes only from {who}: exacta.write.guarantee={}",
+                    guarantee.name()
                 ),
             ));
         }

@@ -398,6 +398,24 @@ mod tests {
         assert!(validate_topic_config("retention.ms", "abc").is_err());
         assert!(validate_topic_config("segment.bytes", "10").is_err());
         assert!(validate_topic_config("cleanup.policy", "compact").is_err());
+        assert!(validate_topic_config("exacta.write.guarantee", "transactional").is_ok());
+        assert!(validate_topic_config("exacta.write.guarantee", "sometimes").is_err());
+        let broker = BrokerConfig {
+            default_write_guarantee: WriteGuarantee::Idempotent,
+            ..BrokerConfig::default()
+        };
+        let mut overrides = BTreeMap::new();
+        let configs = TopicConfigs {
+            overrides: &overrides,
+            broker: &broker,
+        };
+        assert_eq!(configs.write_guarantee(), WriteGuarantee::Idempotent);
+        overrides.insert("exacta.write.guarantee".into(), "none".into());
+        let configs = TopicConfigs {
+            overrides: &overrides,
+            broker: &broker,
+        };
+        assert_eq!(configs.write_guarantee(), WriteGuarantee::None);
         assert!(validate_topic_config("unclean.leader.election.enable", "true").is_err());
     }
 }

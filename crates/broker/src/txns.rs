@@ -344,6 +344,22 @@ impl TxnRuntime {
         (OFFSETS_TOPIC.to_string(), self.groups.partition_of(group))
     }
 
+    /// Aborts `producer_id`'s open transaction on an operator's request (see
+    /// [`TxnCoordinator::abort_producer`]); `None` when it has none.
+    pub async fn abort_producer(&self, producer_id: i64) -> Option<Result<(), ErrorCode>> {
+        let (plan, waits) = {
+            let mut state = self.lock();
+            let plan = state.abort_producer(producer_id, crate::now_ms())?;
+            match self.append(std::slice::from_ref(&plan.prepare)) {
+                Ok(waits) => (plan, waits),
+                Err(e) => return Some(Err(e.code)),
+            }
+        };
+        Metrics::add(&METRICS.fencings, 1);
+        Self::durable(waits).await;
+        Some(self.finish(plan).await)
+    }
+
     /// Finishes transactions left in Prepare* by a restart, then times out open ones and
     /// expires idle ids, every 100 ms.
     pub async fn tick_loop(self: Arc<Self>) {

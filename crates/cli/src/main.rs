@@ -1,5 +1,7 @@
 //! `exacta`: the one binary. `exacta serve` runs a Kafka-compatible broker.
 
+mod admin;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -32,6 +34,27 @@ enum Command {
     Serve(ServeArgs),
     /// Run a Kafka-aware fault-injecting proxy in front of a broker (for chaos tests).
     Proxy(ProxyArgs),
+    /// Topics: list, describe (offsets, LSO lag, configs), create, delete, alter-config.
+    Topic {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: admin::TopicCommand,
+    },
+    /// Consumer groups: list, describe (lag per partition), delete.
+    Group {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: admin::GroupCommand,
+    },
+    /// Transactions: list, describe, producers, find-hanging, abort.
+    Txn {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: admin::TxnCommand,
+    },
     /// Prove exactly-once end to end against a broker (runs `exacta-verify`; see
     /// `exacta verify --help`).
     #[command(disable_help_flag = true)]
@@ -45,6 +68,17 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+/// Where admin commands go and how they answer.
+#[derive(clap::Args)]
+struct Target {
+    /// Any Kafka-compatible cluster (comma-separated bootstrap addresses).
+    #[arg(long, global = true, default_value = "127.0.0.1:9092")]
+    bootstrap_server: String,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = admin::Output::Table)]
+    output: admin::Output,
 }
 
 #[derive(clap::Args)]
@@ -123,7 +157,15 @@ struct ServeArgs {
     metrics_listen: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // The chain of causes on one line, without a backtrace: this is for people.
+        eprintln!("exacta: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("EXACTA_LOG")
@@ -138,9 +180,36 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Proxy(args) => proxy(args),
+        Command::Topic { target, command } => admin_command(target, |cluster, output| {
+            Box::pin(admin::topic(cluster, command, output))
+        }),
+        Command::Group { target, command } => admin_command(target, |cluster, output| {
+            Box::pin(admin::group(cluster, command, output))
+        }),
+        Command::Txn { target, command } => admin_command(target, |cluster, output| {
+            Box::pin(admin::txn(cluster, command, output))
+        }),
         Command::Verify { args } => external("exacta-verify", args),
         Command::Bench { args } => external("exacta-bench", args),
     }
+}
+
+type AdminFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
+
+/// Connects to the cluster and runs one admin command on a small runtime.
+fn admin_command(
+    target: Target,
+    run: impl for<'a> FnOnce(&'a mut exacta_client::Cluster, admin::Output) -> AdminFuture<'a>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let mut cluster = exacta_client::Cluster::connect(&target.bootstrap_server).await?;
+        run(&mut cluster, target.output).await
+    })
 }
 
 /// Runs a tool built as its own binary next to this one (they link librdkafka, which the

@@ -464,6 +464,19 @@ impl TxnCoordinator {
             .collect()
     }
 
+    /// An operator's abort of `producer_id`'s open transaction (WriteTxnMarkers from an
+    /// admin tool such as `exacta txn abort`): aborted as a timeout would be, with an
+    /// epoch bump that fences the producer, on every partition of the transaction.
+    /// `None` when that producer has no open transaction here.
+    pub fn abort_producer(&mut self, producer_id: i64, now: i64) -> Option<EndPlan> {
+        let id = self.by_producer.get(&producer_id)?.clone();
+        if self.txns.get(&id)?.state != TxnState::Ongoing {
+            return None;
+        }
+        tracing::info!(transactional_id = %id, producer_id, "aborting a transaction on an operator's request, with an epoch bump");
+        Some(self.prepare_abort_fenced(&id, now))
+    }
+
     /// Aborts transactions open longer than their timeout (bumping the epoch) and expires
     /// idle transactional ids. Returns abort plans and tombstones.
     pub fn tick(&mut self, now: i64) -> (Vec<EndPlan>, Vec<TxnRecord>) {

@@ -90,6 +90,65 @@ impl ErrorCode {
         self as i16
     }
 
+    /// The error for a wire code, if Exacta knows it.
+    pub fn from_code(code: i16) -> Option<ErrorCode> {
+        Some(match code {
+            -1 => ErrorCode::UnknownServerError,
+            0 => ErrorCode::None,
+            1 => ErrorCode::OffsetOutOfRange,
+            2 => ErrorCode::CorruptMessage,
+            3 => ErrorCode::UnknownTopicOrPartition,
+            4 => ErrorCode::InvalidFetchSize,
+            7 => ErrorCode::RequestTimedOut,
+            10 => ErrorCode::MessageTooLarge,
+            48 => ErrorCode::InvalidTxnState,
+            50 => ErrorCode::InvalidTransactionTimeout,
+            51 => ErrorCode::ConcurrentTransactions,
+            105 => ErrorCode::TransactionalIdNotFound,
+            90 => ErrorCode::ProducerFenced,
+            55 => ErrorCode::OperationNotAttempted,
+            12 => ErrorCode::OffsetMetadataTooLarge,
+            14 => ErrorCode::CoordinatorLoadInProgress,
+            15 => ErrorCode::CoordinatorNotAvailable,
+            16 => ErrorCode::NotCoordinator,
+            22 => ErrorCode::IllegalGeneration,
+            23 => ErrorCode::InconsistentGroupProtocol,
+            24 => ErrorCode::InvalidGroupId,
+            25 => ErrorCode::UnknownMemberId,
+            26 => ErrorCode::InvalidSessionTimeout,
+            27 => ErrorCode::RebalanceInProgress,
+            68 => ErrorCode::NonEmptyGroup,
+            69 => ErrorCode::GroupIdNotFound,
+            79 => ErrorCode::MemberIdRequired,
+            81 => ErrorCode::GroupMaxSizeReached,
+            82 => ErrorCode::FencedInstanceId,
+            86 => ErrorCode::GroupSubscribedToTopic,
+            88 => ErrorCode::UnstableOffsetCommit,
+            17 => ErrorCode::InvalidTopicException,
+            18 => ErrorCode::RecordListTooLarge,
+            21 => ErrorCode::InvalidRequiredAcks,
+            32 => ErrorCode::InvalidTimestamp,
+            35 => ErrorCode::UnsupportedVersion,
+            36 => ErrorCode::TopicAlreadyExists,
+            37 => ErrorCode::InvalidPartitions,
+            38 => ErrorCode::InvalidReplicationFactor,
+            39 => ErrorCode::InvalidReplicaAssignment,
+            40 => ErrorCode::InvalidConfig,
+            42 => ErrorCode::InvalidRequest,
+            44 => ErrorCode::PolicyViolation,
+            45 => ErrorCode::OutOfOrderSequenceNumber,
+            46 => ErrorCode::DuplicateSequenceNumber,
+            47 => ErrorCode::InvalidProducerEpoch,
+            49 => ErrorCode::InvalidProducerIdMapping,
+            56 => ErrorCode::KafkaStorageError,
+            59 => ErrorCode::UnknownProducerId,
+            76 => ErrorCode::UnsupportedCompressionType,
+            87 => ErrorCode::InvalidRecord,
+            100 => ErrorCode::UnknownTopicId,
+            _ => return None,
+        })
+    }
+
     /// Kafka's upper-case name, used in logs and CLI messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -194,6 +253,18 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in -1..200 {
+            if let Some(e) = ErrorCode::from_code(code) {
+                assert_eq!(e.code(), code);
+                assert!(!e.name().is_empty());
+            }
+        }
+        assert_eq!(ErrorCode::from_code(16), Some(ErrorCode::NotCoordinator));
+        assert_eq!(ErrorCode::from_code(9999), None);
+    }
 
     #[test]
     fn topic_names_follow_kafka_rules() {

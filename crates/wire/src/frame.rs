@@ -69,6 +69,7 @@ requests! {
     DescribeProducers(DescribeProducersRequest),
     DescribeTransactions(DescribeTransactionsRequest),
     ListTransactions(ListTransactionsRequest),
+    WriteTxnMarkers(WriteTxnMarkersRequest),
 }
 
 /// Why a frame could not be turned into a [`Request`].

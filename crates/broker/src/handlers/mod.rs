@@ -43,6 +43,7 @@ pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 /// The encoded response frame, `None` when the API sends none (acks=0 produce), or an
 /// error that closes the connection.
@@ -148,6 +149,9 @@ pub fn dispatch(
         }),
         Request::DeleteGroups(r) => later(node, ctx, |n| async move {
             delete_groups::handle(&n.groups, r).await
+        }),
+        Request::WriteTxnMarkers(r) => later(node, ctx, |n| async move {
+            write_txn_markers::handle(&n, r).await
         }),
     }
 }

@@ -1,0 +1,92 @@
+//! WriteTxnMarkers (0-1): on Kafka, the coordinator's request to partition leaders; here
+//! it serves admin tools that abort a hanging transaction (`exacta txn abort`,
+//! `kafka-transactions.sh abort`).
+//!
+//! An abort for a producer whose transaction the coordinator knows as open is carried out
+//! by the coordinator, as a timeout would be: an epoch bump fences the producer and every
+//! partition of the transaction gets its marker, so nothing is torn. Otherwise (a
+//! transaction the coordinator does not know, the hanging kind) the marker is written to
+//! the named partitions directly, as Kafka does.
+
+use std::sync::Arc;
+
+use exacta_types::ErrorCode;
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
+use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
+
+use crate::Node;
+
+pub async fn handle(node: &Arc<Node>, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    let mut response = WriteTxnMarkersResponse::default();
+    for marker in request.markers {
+        let producer_id = marker.producer_id.0;
+        let by_coordinator = if marker.transaction_result {
+            None
+        } else {
+            node.txns.abort_producer(producer_id).await
+        };
+        let mut result = WritableTxnMarkerResult::default().with_producer_id(marker.producer_id);
+        for topic in marker.topics {
+            let mut partitions = Vec::new();
+            for index in topic.partition_indexes {
+                let code = match &by_coordinator {
+                    Some(Ok(())) => ErrorCode::None,
+                    Some(Err(code)) => *code,
+                    None => {
+                        write_marker(
+                            node,
+                            topic.name.as_str(),
+                            index,
+                            producer_id,
+                            marker.producer_epoch,
+                            marker.transaction_result,
+                        )
+                        .await
+                    }
+                };
+                partitions.push(
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(index)
+                        .with_error_code(code.code()),
+                );
+            }
+            result.topics.push(
+                WritableTxnMarkerTopicResult::default()
+                    .with_name(topic.name)
+                    .with_partitions(partitions),
+            );
+        }
+        response.markers.push(result);
+    }
+    response
+}
+
+async fn write_marker(
+    node: &Node,
+    topic: &str,
+    index: i32,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+) -> ErrorCode {
+    let Some(partition) = node.broker.partition(topic, index) else {
+        return ErrorCode::UnknownTopicOrPartition;
+    };
+    match partition.append_marker(producer_id, epoch, commit) {
+        Ok(offset) => {
+            tracing::info!(
+                topic,
+                partition = index,
+                producer_id,
+                epoch,
+                commit,
+                "transaction marker written on request"
+            );
+            partition.wait_for_high_watermark(offset).await;
+            ErrorCode::None
+        }
+        Err(e) => e.code,
+    }
+}

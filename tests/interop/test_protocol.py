@@ -39,8 +39,8 @@ def test_api_versions_v0_lists_every_served_api(broker):
     assert ranges[26] == (0, 5) and ranges[28] == (0, 5)  # EndTxn, TxnOffsetCommit (v5: KIP-890)
     assert ranges[PRODUCE][1] == 12
     assert ranges[65] == (0, 0) and ranges[66] == (0, 2)  # Describe/ListTransactions
-    for unimplemented in (27, 68):  # WriteTxnMarkers, ConsumerGroupHeartbeat
-        assert unimplemented not in ranges
+    assert ranges[27] == (0, 1)  # WriteTxnMarkers (admin abort of hanging transactions)
+    assert 68 not in ranges  # ConsumerGroupHeartbeat (KIP-848) is not implemented
 
 
 def test_api_versions_at_unknown_version_answers_v0_with_error_and_ranges(broker):

@@ -1,10 +1,12 @@
-"""Full reliability runs of `exacta verify` (docs/reliability.md). Each scenario starts a
-fresh broker (the release binary), optionally a fault proxy, runs the verifier and drives
-broker faults; it prints the verifier's verdict line and exits non-zero on any failure.
+"""Full reliability runs (docs/reliability.md). The `exacta verify` scenarios start a
+fresh broker (the release binary), optionally a fault proxy, run the verifier and drive
+broker faults, printing the verifier's verdict line; the storage and idempotence
+scenarios run the CI tests at full size. Exits non-zero on any failure.
 
 usage: scripts/reliability.sh [SCENARIO ...]   (default: all)
 """
 
+import os
 import random
 import signal
 import subprocess
@@ -54,7 +56,49 @@ def finish(proc, started, extra=""):
     return proc.returncode == 0
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs that are the CI tests at full size (pytest / cargo test with larger counts).
+SIZED = {
+    "idempotence": ({"EXACTA_IDEMPOTENCE_RECORDS": "1000000"},
+                    ["-k", "librdkafka_idempotent_producer_through_dropped_responses"]),
+    "idempotence-kafka-python": ({"EXACTA_IDEMPOTENCE_RECORDS": "200000"},
+                                 ["-k", "kafka_python_idempotent_producer_through_dropped"]),
+    "kill9": ({"EXACTA_KILL_ROUNDS": "1000"}, ["-k", "kill9_loop"]),
+    "power-loss": ({"EXACTA_POWER_LOSS_ROUNDS": "1000"}, ["-k", "power_loss_loses"]),
+}
+
+
+def sized(name):
+    env, selection = SIZED[name]
+    test = "test_idempotence.py" if name.startswith("idempotence") else "test_durability.py"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-s", "--timeout", "7200", "-p",
+           "no:cacheprovider", str(ROOT / "tests" / "interop" / test), *selection]
+    print("$", " ".join(f"{k}={v}" for k, v in env.items()), "pytest", test, *selection, flush=True)
+    r = subprocess.run(cmd, env=dict(os.environ, **env), capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        if "rounds=" in line or "records=" in line or "passed" in line or "failed" in line:
+            print(line, flush=True)
+    return r.returncode == 0
+
+
+def corrupt_tails():
+    cmd = ["cargo", "test", "--release", "--locked", "-p", "exacta-log", "--test", "log",
+           "corrupted", "--", "--nocapture"]
+    print("$ EXACTA_CORRUPT_TAILS=10000", " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, env=dict(os.environ, EXACTA_CORRUPT_TAILS="10000"), cwd=ROOT,
+                       capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        if "corrupted tails" in line or "test result" in line:
+            print(line, flush=True)
+    return r.returncode == 0
+
+
 def scenario(name, tmp):
+    if name in SIZED:
+        return sized(name)
+    if name == "corrupt-tails":
+        return corrupt_tails()
     broker = Broker(tmp / "data", config=CONFIG).start()
     started = time.time()
     rng = random.Random(name)
@@ -119,7 +163,8 @@ def scenario(name, tmp):
 
 def main():
     names = sys.argv[1:] or ["baseline", "copier-kills", "broker-kills", "broker-pauses", "delays",
-                             "injected", "kafka-python"]
+                             "injected", "kafka-python", "idempotence", "idempotence-kafka-python",
+                             "kill9", "power-loss", "corrupt-tails"]
     failed = []
     for name in names:
         print(f"## {name}", flush=True)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The full reliability runs of docs/reliability.md (tens of minutes). CI runs short
+# The full reliability runs of docs/reliability.md (hours). CI runs short
 # versions of each (tests/interop/test_verify.py, test_chaos.py, test_durability.py).
-# Usage: scripts/reliability.sh [baseline|copier-kills|broker-kills|broker-pauses|delays|injected|kafka-python ...]
+# Usage: scripts/reliability.sh [baseline|copier-kills|broker-kills|broker-pauses|delays|injected|
+#        kafka-python|idempotence|idempotence-kafka-python|kill9|power-loss|corrupt-tails ...]
+# (default: all, a few hours on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin exacta --bin exacta-verify

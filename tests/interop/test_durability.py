@@ -126,6 +126,11 @@ class Pump:
     def run(self):
         i = 0
         while not self.stop.is_set():
+            if len(self.producer) > 20000:
+                # Backpressure: a queue that outgrows what the broker takes between kills
+                # would time out in the client (message.timeout.ms) on long runs.
+                self.producer.poll(0.05)
+                continue
             try:
                 self.producer.produce(self.topic, value=str(i).encode(), partition=i % 2,
                                       on_delivery=self.on_delivery)

@@ -83,6 +83,15 @@ def test_group_describe_shows_lag(broker):
     rows = cli(broker, "group", "describe", "cli-group", "--output", "json")
     assert [(r["partition"], r["committed"], r["end"], r["lag"]) for r in rows] == \
         [(0, 2, 5, 3), (1, 5, 5, 0)], rows
+    plan = cli(broker, "group", "reset-offsets", "cli-group", "--topic", "cli-lag",
+               "--to-earliest", "--output", "json")
+    assert [(r["partition"], r["new_offset"]) for r in plan] == [(0, 0), (1, 0)]
+    unchanged = cli(broker, "group", "describe", "cli-group", "--output", "json")
+    assert [r["committed"] for r in unchanged] == [2, 5]  # a dry run changes nothing
+    cli(broker, "group", "reset-offsets", "cli-group", "--topic", "cli-lag", "--to-offset", 4,
+        "--execute")
+    moved = cli(broker, "group", "describe", "cli-group", "--output", "json")
+    assert [(r["committed"], r["lag"]) for r in moved] == [(4, 1), (4, 1)], moved
     cli(broker, "group", "delete", "cli-group")
     assert "cli-group" not in {g["group"] for g in cli(broker, "group", "list", "--output", "json")}
 
@@ -134,3 +143,44 @@ def test_find_hanging_and_abort_a_transaction_left_by_librdkafka(broker):
     again = cli(broker, "txn", "abort", "--topic", "cli-hang", "--partition", 0,
                 "--producer-id", h["producer_id"], check=False)
     assert again.returncode == 1 and "no open transaction" in again.stderr
+
+
+def test_produce_and_consume_with_keys_headers_and_isolation(broker):
+    cli(broker, "topic", "create", "cli-data", "--partitions", 3)
+    lines = "".join(f"user{i % 4}:event {i}\n" for i in range(20))
+    r = subprocess.run([str(BIN), "produce", "cli-data", "--key-separator", ":", "--header",
+                        "source=cli", "--bootstrap-server", broker.bootstrap], input=lines,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(x) for x in cli(broker, "consume", "cli-data", "--format", "json")
+               .stdout.splitlines()]
+    assert sorted(x["value"] for x in records) == sorted(f"event {i}" for i in range(20))
+    assert all(x["headers"] == {"source": "cli"} for x in records)
+    # Kafka's default partitioner: one key, one partition; the same as librdkafka's choice.
+    by_key = {}
+    for x in records:
+        by_key.setdefault(x["key"], set()).add(x["partition"])
+    assert all(len(p) == 1 for p in by_key.values()), by_key
+    p = Producer({"bootstrap.servers": broker.bootstrap, "partitioner": "murmur2_random"})
+    delivered = {}
+    for k in by_key:
+        p.produce("cli-data", key=k.encode(), value=b"x",
+                  on_delivery=lambda err, msg: delivered.__setitem__(msg.key().decode(),
+                                                                      msg.partition()))
+    p.flush(10)
+    assert {k: v.pop() for k, v in by_key.items()} == delivered
+
+    # Isolation: an aborted transaction's records only with read_uncommitted.
+    cli(broker, "topic", "create", "cli-iso", "--partitions", 1)
+    t = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "cli-iso"})
+    t.init_transactions(10)
+    for value, commit in ((b"kept-1", True), (b"dropped", False), (b"kept-2", True)):
+        t.begin_transaction()
+        t.produce("cli-iso", value)
+        t.flush(10)
+        (t.commit_transaction if commit else t.abort_transaction)(10)
+    committed = cli(broker, "consume", "cli-iso").stdout.split()
+    assert committed == ["kept-1", "kept-2"], committed
+    everything = cli(broker, "consume", "cli-iso", "--isolation", "read_uncommitted").stdout.split()
+    assert everything == ["kept-1", "dropped", "kept-2"], everything
+    assert cli(broker, "consume", "cli-iso", "--max-messages", 1).stdout.split() == ["kept-1"]

@@ -149,6 +149,21 @@ pub enum GroupCommand {
     Describe { group: String },
     /// Delete an empty group and its offsets.
     Delete { group: String },
+    /// Move an empty group's committed offsets on a topic (a dry run unless --execute).
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, conflicts_with_all = ["to_latest", "to_offset"])]
+        to_earliest: bool,
+        #[arg(long, conflicts_with = "to_offset")]
+        to_latest: bool,
+        #[arg(long)]
+        to_offset: Option<i64>,
+        /// Apply the change (without it, only show the plan).
+        #[arg(long)]
+        execute: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -325,7 +340,7 @@ pub async fn topic(
 
 /// ListOffsets for one partition: `timestamp` -1 latest, -2 earliest; `isolation` 1 for
 /// read_committed (the LSO).
-async fn list_offset(
+pub(crate) async fn list_offset(
     cluster: &mut Cluster,
     topic: &str,
     partition: i32,
@@ -473,6 +488,83 @@ pub async fn group(
                 ]);
             }
             rows.print(output);
+        }
+        GroupCommand::ResetOffsets {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            execute,
+        } => {
+            if !to_earliest && !to_latest && to_offset.is_none() {
+                bail!("say where to: --to-earliest, --to-latest or --to-offset N");
+            }
+            let metadata = cluster.metadata(Some(std::slice::from_ref(&topic))).await?;
+            let t = metadata.topics.first().context("no metadata returned")?;
+            KafkaError::check(t.error_code, None)?;
+            let mut indexes: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+            indexes.sort_unstable();
+            let mut plan = Vec::new();
+            for (done, &i) in indexes.iter().enumerate() {
+                let start = list_offset(cluster, &topic, i, -2, 0).await?;
+                let end = list_offset(cluster, &topic, i, -1, 0).await?;
+                let target = match to_offset {
+                    Some(o) => o.clamp(start, end),
+                    None if to_earliest => start,
+                    None => end,
+                };
+                plan.push((i, target));
+                if output == Output::Table && indexes.len() > 20 {
+                    eprint!("\rplanning {}/{} partitions", done + 1, indexes.len());
+                }
+            }
+            if output == Output::Table && indexes.len() > 20 {
+                eprintln!();
+            }
+            if execute {
+                use offset_commit_request::{
+                    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+                };
+                let request = OffsetCommitRequest::default()
+                    .with_group_id(GroupId(s(&group)))
+                    .with_generation_id_or_member_epoch(-1)
+                    .with_member_id(s(""))
+                    .with_topics(vec![OffsetCommitRequestTopic::default()
+                        .with_name(topic_name(&topic))
+                        .with_partitions(
+                            plan.iter()
+                                .map(|&(i, o)| {
+                                    OffsetCommitRequestPartition::default()
+                                        .with_partition_index(i)
+                                        .with_committed_offset(o)
+                                })
+                                .collect(),
+                        )]);
+                let response = cluster
+                    .coordinator(&group, GROUP)
+                    .await?
+                    .send(&request)
+                    .await?;
+                for t in &response.topics {
+                    for p in &t.partitions {
+                        KafkaError::check(p.error_code, None).with_context(|| {
+                            format!(
+                                "resetting {topic}-{} (the group must have no active members)",
+                                p.partition_index
+                            )
+                        })?;
+                    }
+                }
+            }
+            let mut rows = Rows::new(&["TOPIC", "PARTITION", "NEW OFFSET"]);
+            for (i, o) in plan {
+                rows.push(vec![json!(topic), json!(i), json!(o)]);
+            }
+            rows.print(output);
+            if !execute && output == Output::Table {
+                println!("(dry run: add --execute to apply)");
+            }
         }
         GroupCommand::Delete { group } => {
             let conn = cluster.coordinator(&group, GROUP).await?;

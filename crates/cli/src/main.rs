@@ -1,6 +1,7 @@
 //! `exacta`: the one binary. `exacta serve` runs a Kafka-compatible broker.
 
 mod admin;
+mod data;
 
 use std::path::PathBuf;
 
@@ -54,6 +55,20 @@ enum Command {
         target: Target,
         #[command(subcommand)]
         command: admin::TxnCommand,
+    },
+    /// Write lines from stdin to a topic (key before --key-separator, headers).
+    Produce {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        args: data::ProduceArgs,
+    },
+    /// Print a topic's records to its end (read_committed by default).
+    Consume {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        args: data::ConsumeArgs,
     },
     /// Prove exactly-once end to end against a broker (runs `exacta-verify`; see
     /// `exacta verify --help`).
@@ -189,6 +204,12 @@ fn run() -> anyhow::Result<()> {
         Command::Txn { target, command } => admin_command(target, |cluster, output| {
             Box::pin(admin::txn(cluster, command, output))
         }),
+        Command::Produce { target, args } => {
+            admin_command(target, |cluster, _| Box::pin(data::produce(cluster, args)))
+        }
+        Command::Consume { target, args } => {
+            admin_command(target, |cluster, _| Box::pin(data::consume(cluster, args)))
+        }
         Command::Verify { args } => external("exacta-verify", args),
         Command::Bench { args } => external("exacta-bench", args),
     }

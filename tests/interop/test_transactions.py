@@ -307,4 +307,16 @@ def test_metrics_count_commits_aborts_timeouts_and_fencing(make_broker):
     assert m["exacta_fsync_duration_seconds_count"] > 0
     assert m["exacta_txn_marker_duration_seconds_count"] == 4
     assert m["exacta_produce_request_bytes_total"] > 0
+    assert m['exacta_coordinator_load_seconds{coordinator="transaction"}'] >= 0
+    # A consumer group shows its members and generation (one per rebalance).
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "metered-g",
+                  "auto.offset.reset": "earliest"})
+    c.subscribe(["metered"])
+    deadline = time.time() + 20
+    while not c.assignment() and time.time() < deadline:
+        c.poll(0.2)
+    m = scrape(broker)
+    assert m['exacta_group_members{group="metered-g"}'] == 1, m
+    assert m['exacta_group_generation{group="metered-g"}'] >= 1, m
+    c.close()
     del fencer

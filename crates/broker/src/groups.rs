@@ -100,6 +100,10 @@ impl GroupRuntime {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "group coordinator loaded"
         );
+        crate::metrics::METRICS.group_load_ms.store(
+            started.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(Self {
             broker,
             partitions: topic.partitions.len() as i32,

@@ -82,6 +82,9 @@ pub struct Metrics {
     pub fetch_bytes: AtomicU64,
     pub fsync_seconds: Histogram,
     pub marker_seconds: Histogram,
+    /// Milliseconds each coordinator took to load its log at start (group, transaction).
+    pub group_load_ms: AtomicU64,
+    pub txn_load_ms: AtomicU64,
     pub txns_committed: AtomicU64,
     pub txns_aborted: AtomicU64,
     pub txns_timed_out: AtomicU64,
@@ -96,6 +99,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     fetch_bytes: AtomicU64::new(0),
     fsync_seconds: Histogram::new(),
     marker_seconds: Histogram::new(),
+    group_load_ms: AtomicU64::new(0),
+    txn_load_ms: AtomicU64::new(0),
     txns_committed: AtomicU64::new(0),
     txns_aborted: AtomicU64::new(0),
     txns_timed_out: AtomicU64::new(0),
@@ -204,6 +209,44 @@ pub fn render(node: &Node) -> String {
         load(&m.fencings),
     );
 
+    gauge_header(
+        &mut out,
+        "exacta_coordinator_load_seconds",
+        "Time each coordinator took to replay its log at start.",
+    );
+    for (name, ms) in [("group", &m.group_load_ms), ("transaction", &m.txn_load_ms)] {
+        let _ = writeln!(
+            out,
+            "exacta_coordinator_load_seconds{{coordinator=\"{name}\"}} {}",
+            load(ms) as f64 / 1000.0
+        );
+    }
+    let groups = node.groups.with(|g| g.group_sizes());
+    gauge_header(
+        &mut out,
+        "exacta_group_members",
+        "Members of a consumer group.",
+    );
+    for (group, members, _) in &groups {
+        let _ = writeln!(
+            out,
+            "exacta_group_members{{group=\"{}\"}} {members}",
+            escape(group)
+        );
+    }
+    gauge_header(
+        &mut out,
+        "exacta_group_generation",
+        "A group's generation: it grows by one per rebalance.",
+    );
+    for (group, _, generation) in &groups {
+        let _ = writeln!(
+            out,
+            "exacta_group_generation{{group=\"{}\"}} {generation}",
+            escape(group)
+        );
+    }
+
     // Transactions open now.
     let now = crate::now_ms();
     let (open, oldest_ms) = node.txns.with(|state| {
@@ -263,12 +306,20 @@ pub fn render(node: &Node) -> String {
                 let _ = writeln!(
                     out,
                     "{name}{{topic=\"{}\",partition=\"{index}\"}} {value}",
-                    topic.name
+                    escape(&topic.name)
                 );
             }
         }
     }
     out
+}
+
+/// A label value with backslashes, quotes and newlines escaped (Prometheus text format).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn api_name(key: usize) -> String {

@@ -77,6 +77,10 @@ impl TxnRuntime {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "transaction coordinator loaded"
         );
+        METRICS.txn_load_ms.store(
+            started.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(Self {
             broker,
             groups,

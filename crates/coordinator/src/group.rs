@@ -1267,6 +1267,15 @@ impl GroupCoordinator {
         out
     }
 
+    /// Per group: its id, member count and generation (each rebalance bumps it), for
+    /// metrics.
+    pub fn group_sizes(&self) -> Vec<(String, usize, i32)> {
+        self.groups
+            .values()
+            .map(|g| (g.id.clone(), g.members.len(), g.generation))
+            .collect()
+    }
+
     pub fn list_groups(&self) -> Vec<(String, String, GroupState)> {
         self.groups
             .values()

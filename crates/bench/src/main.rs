@@ -169,6 +169,25 @@ fn main() -> anyhow::Result<()> {
     });
     let start = Instant::now();
     let producers = args.producers.max(1);
+    // Progress on stderr every 2 s while producing (stdout keeps the results).
+    let progress_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = {
+        let (stats, done, total) = (Arc::clone(&stats), Arc::clone(&progress_done), args.records);
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let elapsed = start.elapsed();
+                if elapsed.as_millis() % 2000 < 200 && elapsed > Duration::from_secs(1) {
+                    let n = stats.delivered.load(Ordering::Relaxed);
+                    eprintln!(
+                        "[{:5.1}s] {n}/{total} records acknowledged ({:.0}%)",
+                        elapsed.as_secs_f64(),
+                        n as f64 * 100.0 / total.max(1) as f64
+                    );
+                }
+            }
+        })
+    };
     // Each producer reports when its last record was acknowledged: dropping a
     // ThreadedProducer joins its polling thread (up to 100 ms), which is not produce time.
     let (commit_us, done): (Vec<u32>, Instant) = std::thread::scope(|scope| {
@@ -190,6 +209,8 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok((all, done))
     })?;
     let produce_elapsed = done - start;
+    progress_done.store(true, Ordering::Relaxed);
+    let _ = progress.join();
     let failed = stats.failed.load(Ordering::Relaxed);
     println!(
         "{} (acks={}, {} B records, {} partition(s){})",

@@ -39,7 +39,7 @@ def test_api_versions_v0_lists_every_served_api(broker):
     assert ranges[26] == (0, 5) and ranges[28] == (0, 5)  # EndTxn, TxnOffsetCommit (v5: KIP-890)
     assert ranges[PRODUCE][1] == 12
     assert ranges[65] == (0, 0) and ranges[66] == (0, 2)  # Describe/ListTransactions
-    assert ranges[27] == (0, 1)  # WriteTxnMarkers (admin abort of hanging transactions)
+    assert ranges[27] == (1, 1)  # WriteTxnMarkers (admin abort of hanging transactions)
     assert 68 not in ranges  # ConsumerGroupHeartbeat (KIP-848) is not implemented
 
 

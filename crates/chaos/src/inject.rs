@@ -245,17 +245,7 @@ mod tests {
     use kafka_protocol::protocol::{Decodable, Encodable};
 
     fn request<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(42)
-            .with_client_id(Some(StrBytes::from_static_str("t")));
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        body.encode(&mut buf, version).unwrap();
-        buf.freeze()
+        exacta_wire::frame::encode_request(key, version, 42, body).unwrap()
     }
 
     fn decode<T: Decodable>(key: ApiKey, version: i16, frame: Bytes) -> (i32, T) {

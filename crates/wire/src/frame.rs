@@ -155,23 +155,33 @@ pub fn encode_response<T: Encodable>(
     Ok(buf.freeze())
 }
 
+/// A request frame without its size prefix, as [`decode_request`] takes it (tests and
+/// tools that build requests by hand).
+pub fn encode_request<T: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> anyhow::Result<Bytes> {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(kafka_protocol::protocol::StrBytes::from_static_str(
+            "exacta",
+        )));
+    let mut buf = BytesMut::new();
+    header.encode(&mut buf, key.request_header_version(version))?;
+    body.encode(&mut buf, version)?;
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::protocol::StrBytes;
 
     fn frame_of<T: Encodable>(key: ApiKey, version: i16, body: &T) -> Bytes {
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(77)
-            .with_client_id(Some(StrBytes::from_static_str("test")));
-        let mut buf = BytesMut::new();
-        header
-            .encode(&mut buf, key.request_header_version(version))
-            .unwrap();
-        body.encode(&mut buf, version).unwrap();
-        buf.freeze()
+        encode_request(key, version, 77, body).unwrap()
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DescribeProducers, 0, 0),
     range(ApiKey::DescribeTransactions, 0, 0),
     range(ApiKey::ListTransactions, 0, 2),
-    range(ApiKey::WriteTxnMarkers, 0, 1),
+    range(ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 /// The served range for `key`, if the broker implements it.

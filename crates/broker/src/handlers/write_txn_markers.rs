@@ -1,4 +1,4 @@
-//! WriteTxnMarkers (0-1): on Kafka, the coordinator's request to partition leaders; here
+//! WriteTxnMarkers (v1): on Kafka, the coordinator's request to partition leaders; here
 //! it serves admin tools that abort a hanging transaction (`exacta txn abort`,
 //! `kafka-transactions.sh abort`).
 //!

@@ -205,24 +205,29 @@ impl InFlight {
         }
     }
 
-    /// Takes the proxy's own answers that are due (nothing older is still awaited), then,
-    /// given a broker response's correlation id, that request's entry.
-    fn take(&self, correlation: Option<i32>) -> (Vec<Bytes>, Option<Pending>) {
+    /// The proxy's own answers due before a broker response (nothing older still
+    /// awaited), that response's entry (given its correlation id), and the answers due
+    /// right after it. To be written in that order.
+    fn take(&self, correlation: Option<i32>) -> (Vec<Bytes>, Option<Pending>, Vec<Bytes>) {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let mut due = Vec::new();
-        while queue.front().is_some_and(|p| p.injected.is_some()) {
-            due.extend(queue.pop_front().and_then(|p| p.injected));
-        }
+        let due = |queue: &mut VecDeque<Pending>| {
+            let mut answers = Vec::new();
+            while queue.front().is_some_and(|p| p.injected.is_some()) {
+                answers.extend(queue.pop_front().and_then(|p| p.injected));
+            }
+            answers
+        };
+        let before = due(&mut queue);
         let entry = correlation.and_then(|c| {
             let at = queue.iter().position(|p| p.correlation == c)?;
             queue.remove(at)
         });
-        if entry.is_some() {
-            while queue.front().is_some_and(|p| p.injected.is_some()) {
-                due.extend(queue.pop_front().and_then(|p| p.injected));
-            }
-        }
-        (due, entry)
+        let after = if entry.is_some() {
+            due(&mut queue)
+        } else {
+            Vec::new()
+        };
+        (before, entry, after)
     }
 }
 
@@ -378,8 +383,8 @@ async fn responses(
                 continue;
             }
             let correlation = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-            let (due, entry) = in_flight.take(Some(correlation));
-            for answer in due {
+            let (before, entry, after) = in_flight.take(Some(correlation));
+            for answer in before {
                 to.write_all(&answer).await?;
             }
             let Some(Pending { key, version, .. }) = entry else {
@@ -407,6 +412,9 @@ async fn responses(
                 _ => frame,
             };
             to.write_all(&frame).await?;
+            for answer in after {
+                to.write_all(&answer).await?;
+            }
         }
     }
     .await;
@@ -604,6 +612,33 @@ mod tests {
             (ApiKey::Produce, (0.05, 300))
         );
         assert!(parse_rate_ms_rule("produce=0.05").is_err());
+    }
+
+    #[test]
+    fn injected_answers_keep_request_order() {
+        let in_flight = InFlight::default();
+        let pending = |correlation, injected: Option<&'static str>| Pending {
+            correlation,
+            key: ApiKey::EndTxn,
+            version: 1,
+            injected: injected.map(|s| Bytes::from_static(s.as_bytes())),
+        };
+        in_flight.push(pending(1, None));
+        in_flight.push(pending(2, Some("two")));
+        in_flight.push(pending(3, None));
+        in_flight.push(pending(4, Some("four")));
+        // Nothing is due while request 1 awaits the broker.
+        let (before, entry, after) = in_flight.take(None);
+        assert!(before.is_empty() && entry.is_none() && after.is_empty());
+        let (before, entry, after) = in_flight.take(Some(1));
+        assert!(before.is_empty());
+        assert_eq!(entry.map(|p| p.correlation), Some(1));
+        assert_eq!(after, vec![Bytes::from_static(b"two")]);
+        let (_, entry, after) = in_flight.take(Some(3));
+        assert_eq!(entry.map(|p| p.correlation), Some(3));
+        assert_eq!(after, vec![Bytes::from_static(b"four")]);
+        in_flight.push(pending(5, Some("five")));
+        assert_eq!(in_flight.take(None).0, vec![Bytes::from_static(b"five")]);
     }
 
     #[test]

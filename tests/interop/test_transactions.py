@@ -308,6 +308,13 @@ def test_metrics_count_commits_aborts_timeouts_and_fencing(make_broker):
     assert m["exacta_txn_marker_duration_seconds_count"] == 4
     assert m["exacta_produce_request_bytes_total"] > 0
     assert m['exacta_coordinator_load_seconds{coordinator="transaction"}'] >= 0
+    # The fenced instance's commit is refused, and the refusal is counted.
+    with pytest.raises(KafkaException):
+        p.commit_transaction(10)
+    m = scrape(broker)
+    refused = {k: v for k, v in m.items()
+               if k.startswith('exacta_response_errors_total{api="EndTxn"')}
+    assert refused and all(("FENCED" in k or "EPOCH" in k) for k in refused), refused
     # A consumer group shows its members and generation (one per rebalance).
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "metered-g",
                   "auto.offset.reset": "earliest"})

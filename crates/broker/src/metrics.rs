@@ -159,6 +159,7 @@ pub fn render(node: &Node) -> String {
             &format!("api=\"{}\"", api_name(i)),
         );
     }
+    render_errors(&mut out);
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
     counter(
         &mut out,
@@ -360,5 +361,136 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
             let _ = stream.write_all(body.as_bytes()).await;
             let _ = stream.shutdown().await;
         });
+    }
+}
+
+/// Errors by API and code, counted from the encoded responses when metrics are served.
+static ERRORS: LazyLock<std::sync::Mutex<std::collections::BTreeMap<(i16, i16), u64>>> =
+    LazyLock::new(Default::default);
+static ERRORS_ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns on error counting (it decodes each response once more, so only with a scraper).
+pub fn enable_error_counting() {
+    ERRORS_ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Counts the error codes in an encoded response frame (size prefix included) of the
+/// APIs whose errors matter to operators.
+pub fn count_errors(api_key: i16, version: i16, frame: &bytes::Bytes) {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Decodable;
+    if !ERRORS_ENABLED.load(Ordering::Relaxed) || frame.len() < 8 {
+        return;
+    }
+    let Ok(key) = ApiKey::try_from(api_key) else {
+        return;
+    };
+    let mut body = frame.slice(4..);
+    if ResponseHeader::decode(&mut body, key.response_header_version(version)).is_err() {
+        return;
+    }
+    fn codes<T: Decodable>(
+        body: &mut bytes::Bytes,
+        version: i16,
+        f: impl FnOnce(T) -> Vec<i16>,
+    ) -> Vec<i16> {
+        T::decode(body, version).map(f).unwrap_or_default()
+    }
+    let found: Vec<i16> = match key {
+        ApiKey::Produce => codes(&mut body, version, |r: ProduceResponse| {
+            r.responses
+                .iter()
+                .flat_map(|t| t.partition_responses.iter().map(|p| p.error_code))
+                .collect()
+        }),
+        ApiKey::Fetch => codes(&mut body, version, |r: FetchResponse| {
+            std::iter::once(r.error_code)
+                .chain(
+                    r.responses
+                        .iter()
+                        .flat_map(|t| t.partitions.iter().map(|p| p.error_code)),
+                )
+                .collect()
+        }),
+        ApiKey::ListOffsets => codes(&mut body, version, |r: ListOffsetsResponse| {
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect()
+        }),
+        ApiKey::Metadata => codes(&mut body, version, |r: MetadataResponse| {
+            r.topics.iter().map(|t| t.error_code).collect()
+        }),
+        ApiKey::OffsetCommit => codes(&mut body, version, |r: OffsetCommitResponse| {
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect()
+        }),
+        ApiKey::TxnOffsetCommit => codes(&mut body, version, |r: TxnOffsetCommitResponse| {
+            r.topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+                .collect()
+        }),
+        ApiKey::AddPartitionsToTxn => codes(&mut body, version, |r: AddPartitionsToTxnResponse| {
+            std::iter::once(r.error_code)
+                .chain(r.results_by_topic_v3_and_below.iter().flat_map(|t| {
+                    t.results_by_partition
+                        .iter()
+                        .map(|p| p.partition_error_code)
+                }))
+                .collect()
+        }),
+        ApiKey::FindCoordinator => codes(&mut body, version, |r: FindCoordinatorResponse| {
+            std::iter::once(r.error_code)
+                .chain(r.coordinators.iter().map(|c| c.error_code))
+                .collect()
+        }),
+        ApiKey::InitProducerId => codes(&mut body, version, |r: InitProducerIdResponse| {
+            vec![r.error_code]
+        }),
+        ApiKey::AddOffsetsToTxn => codes(&mut body, version, |r: AddOffsetsToTxnResponse| {
+            vec![r.error_code]
+        }),
+        ApiKey::EndTxn => codes(&mut body, version, |r: EndTxnResponse| vec![r.error_code]),
+        ApiKey::JoinGroup => codes(&mut body, version, |r: JoinGroupResponse| {
+            vec![r.error_code]
+        }),
+        ApiKey::SyncGroup => codes(&mut body, version, |r: SyncGroupResponse| {
+            vec![r.error_code]
+        }),
+        ApiKey::Heartbeat => codes(&mut body, version, |r: HeartbeatResponse| {
+            vec![r.error_code]
+        }),
+        ApiKey::LeaveGroup => codes(&mut body, version, |r: LeaveGroupResponse| {
+            vec![r.error_code]
+        }),
+        ApiKey::CreateTopics => codes(&mut body, version, |r: CreateTopicsResponse| {
+            r.topics.iter().map(|t| t.error_code).collect()
+        }),
+        _ => Vec::new(),
+    };
+    let mut errors = ERRORS.lock().unwrap_or_else(|p| p.into_inner());
+    for code in found.into_iter().filter(|&c| c != 0) {
+        *errors.entry((api_key, code)).or_default() += 1;
+    }
+}
+
+fn render_errors(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# HELP exacta_response_errors_total Error codes answered, by API and Kafka error name (per partition where the API answers per partition).\n# TYPE exacta_response_errors_total counter"
+    );
+    let errors = ERRORS.lock().unwrap_or_else(|p| p.into_inner());
+    for (&(api, code), &n) in errors.iter() {
+        let name = exacta_types::ErrorCode::from_code(code)
+            .map(|e| e.name().to_string())
+            .unwrap_or_else(|| code.to_string());
+        let _ = writeln!(
+            out,
+            "exacta_response_errors_total{{api=\"{}\",error=\"{name}\"}} {n}",
+            api_name(api as usize)
+        );
     }
 }

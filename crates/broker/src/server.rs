@@ -157,6 +157,7 @@ impl Server {
                     .map(|a| a.to_string())
                     .unwrap_or_default()
             );
+            crate::metrics::enable_error_counting();
             background.spawn(crate::metrics::serve(metrics, Arc::clone(&node)));
         }
         background.spawn(retention_loop(Arc::clone(&broker)));
@@ -335,6 +336,7 @@ async fn serve_connection(
         let reply: Reply = match decode_request(frame) {
             Ok((header, request)) => {
                 let api = header.request_api_key;
+                let version = header.request_api_version;
                 if api == ApiKey::Produce as i16 {
                     Metrics::add(&METRICS.produce_bytes, size);
                 }
@@ -342,6 +344,9 @@ async fn serve_connection(
                 Box::pin(async move {
                     let result = reply.await;
                     METRICS.request(api, arrived.elapsed());
+                    if let Ok(Some(bytes)) = &result {
+                        crate::metrics::count_errors(api, version, bytes);
+                    }
                     if api == ApiKey::Fetch as i16 {
                         if let Ok(Some(bytes)) = &result {
                             Metrics::add(&METRICS.fetch_bytes, bytes.len() as u64);

@@ -5,7 +5,7 @@ import random
 import threading
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 KILL_ROUNDS = int(os.environ.get("EXACTA_KILL_ROUNDS", "8"))
@@ -150,7 +150,11 @@ class Pump:
         self.stop.set()
         self.thread.join()
         assert self.producer.flush(60) == 0
-        assert not self.errors, self.errors[:3]
+        # A record the client gave up on (message.timeout.ms, on very long runs of restarts)
+        # was never acknowledged, so it proves nothing either way; any other error fails.
+        self.gave_up = sum(1 for e in self.errors if e.code() == KafkaError._MSG_TIMED_OUT)
+        others = [e for e in self.errors if e.code() != KafkaError._MSG_TIMED_OUT]
+        assert not others, others[:3]
 
 
 def check_acknowledged_present(broker, pump, acked_at_failures, label):
@@ -164,7 +168,8 @@ def check_acknowledged_present(broker, pump, acked_at_failures, label):
     # Without idempotence a retried batch may be stored twice; nothing else is allowed.
     assert present <= set(range(pump.sent))
     print(f"{label} rounds={len(acked_at_failures)} sent={pump.sent} acked={len(pump.acked)} "
-          f"stored={len(stored)} duplicates={len(stored) - len(present)} lost=0")
+          f"stored={len(stored)} duplicates={len(stored) - len(present)} "
+          f"client_timeouts={pump.gave_up} lost=0")
 
 
 def test_kill9_loop_loses_no_acknowledged_record(broker):

@@ -131,6 +131,12 @@ def test_find_hanging_and_abort_a_transaction_left_by_librdkafka(broker):
     assert h["producer_id"] in [p["producer_id"] for p in producers]
     assert cli(broker, "txn", "find-hanging", "--older-than-secs", 3600,
                "--output", "json") == []
+    # Young, but holding back records from read_committed consumers.
+    held = cli(broker, "txn", "find-hanging", "--older-than-secs", 3600, "--held-back", 5,
+               "--output", "json")
+    assert [x["producer_id"] for x in held] == [h["producer_id"]], held
+    assert cli(broker, "txn", "find-hanging", "--older-than-secs", 3600, "--held-back", 10,
+               "--output", "json") == []
 
     out = cli(broker, "txn", "abort", "--topic", "cli-hang", "--partition", 0,
               "--producer-id", h["producer_id"])

@@ -178,14 +178,18 @@ pub enum TxnCommand {
     Describe { transactional_id: String },
     /// The producers a partition remembers, with their open transaction's first offset.
     Producers { topic: String, partition: i32 },
-    /// Open transactions older than a duration on any partition (or one topic's), and
-    /// the records they hold back from read_committed consumers.
+    /// Open transactions idle longer than a duration (since their producer's last write,
+    /// as Kafka's tool measures), or holding back at least N records from read_committed
+    /// consumers, on any partition (or one topic's).
     FindHanging {
         #[arg(long)]
         topic: Option<String>,
-        /// Minimum age in seconds of the open transaction.
+        /// Report transactions whose producer last wrote at least this long ago (seconds).
         #[arg(long, default_value_t = 60)]
         older_than_secs: u64,
+        /// Also report younger ones that hold back at least this many records.
+        #[arg(long, value_name = "N")]
+        held_back: Option<i64>,
     },
     /// Abort an open (hanging) transaction by writing its abort marker, as
     /// `kafka-transactions.sh abort` does. Exacta aborts the producer's whole transaction
@@ -674,6 +678,7 @@ pub async fn txn(cluster: &mut Cluster, command: TxnCommand, output: Output) -> 
         TxnCommand::FindHanging {
             topic,
             older_than_secs,
+            held_back,
         } => {
             let metadata = cluster
                 .metadata(topic.as_ref().map(std::slice::from_ref))
@@ -697,12 +702,16 @@ pub async fn txn(cluster: &mut Cluster, command: TxnCommand, output: Output) -> 
                     let i = p.partition_index;
                     for producer in producers(cluster, &name, i).await? {
                         let age = now - producer.last_timestamp;
-                        if producer.current_txn_start_offset < 0
-                            || age < older_than_secs as i64 * 1000
-                        {
+                        if producer.current_txn_start_offset < 0 {
                             continue;
                         }
                         let end = list_offset(cluster, &name, i, -1, 0).await?;
+                        let holds = end - producer.current_txn_start_offset;
+                        if age < older_than_secs as i64 * 1000
+                            && held_back.is_none_or(|n| holds < n)
+                        {
+                            continue;
+                        }
                         rows.push(vec![
                             json!(name),
                             json!(i),
@@ -710,7 +719,7 @@ pub async fn txn(cluster: &mut Cluster, command: TxnCommand, output: Output) -> 
                             json!(producer.producer_epoch),
                             json!(producer.current_txn_start_offset),
                             json!(age),
-                            json!(end - producer.current_txn_start_offset),
+                            json!(holds),
                         ]);
                     }
                 }

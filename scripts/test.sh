@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: formatting and lints, the Rust unit and integration tests, and the
 # interoperability suite that starts the real `exacta` binary and drives it with real
-# Kafka clients (librdkafka through confluent-kafka, and kafka-python).
-# Installs what it needs: a Python venv in .venv with the pinned client libraries.
+# Kafka clients (librdkafka through confluent-kafka, kafka-python, aiokafka and kafkajs).
+# Installs what it needs: a Python venv in .venv with the pinned client libraries, and the
+# pinned kafkajs under tests/interop/kafkajs (Node.js and npm from Debian if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,10 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+if ! command -v npm >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+npm ci --prefix tests/interop/kafkajs --no-audit --no-fund --loglevel=error
 
 cargo fmt --all --check
 cargo clippy --release --locked --all-targets -- -D warnings

@@ -149,6 +149,17 @@ impl ErrorCode {
         })
     }
 
+    /// PRODUCER_FENCED (KIP-588, Kafka 2.7) is answered only from `first_version` of the
+    /// request on; older versions get INVALID_PRODUCER_EPOCH, the code it replaced, as
+    /// Kafka answers them (clients of that age, kafkajs among them, know only that one).
+    pub fn fenced_for(self, version: i16, first_version: i16) -> ErrorCode {
+        if self == ErrorCode::ProducerFenced && version < first_version {
+            ErrorCode::InvalidProducerEpoch
+        } else {
+            self
+        }
+    }
+
     /// Kafka's upper-case name, used in logs and CLI messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -253,6 +264,21 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producer_fenced_is_answered_only_to_versions_that_know_it() {
+        let fenced = ErrorCode::ProducerFenced;
+        assert_eq!(fenced.fenced_for(1, 2), ErrorCode::InvalidProducerEpoch);
+        assert_eq!(fenced.fenced_for(2, 2), ErrorCode::ProducerFenced);
+        assert_eq!(
+            fenced.fenced_for(12, i16::MAX),
+            ErrorCode::InvalidProducerEpoch
+        );
+        assert_eq!(
+            ErrorCode::ConcurrentTransactions.fenced_for(0, 2),
+            ErrorCode::ConcurrentTransactions
+        );
+    }
 
     #[test]
     fn error_codes_round_trip() {

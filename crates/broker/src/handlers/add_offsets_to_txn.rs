@@ -5,7 +5,14 @@ use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 
 use crate::Node;
 
-pub async fn handle(node: &Node, request: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
+/// AddOffsetsToTxn v2 is the first to know PRODUCER_FENCED (KIP-588).
+const PRODUCER_FENCED_MIN_VERSION: i16 = 2;
+
+pub async fn handle(
+    node: &Node,
+    request: AddOffsetsToTxnRequest,
+    version: i16,
+) -> AddOffsetsToTxnResponse {
     let partition = node.txns.offsets_partition(&request.group_id);
     let result = node
         .txns
@@ -16,5 +23,7 @@ pub async fn handle(node: &Node, request: AddOffsetsToTxnRequest) -> AddOffsetsT
             &[partition],
         )
         .await;
-    AddOffsetsToTxnResponse::default().with_error_code(result.err().map_or(0, |e| e.code()))
+    AddOffsetsToTxnResponse::default().with_error_code(result.err().map_or(0, |e| {
+        e.fenced_for(version, PRODUCER_FENCED_MIN_VERSION).code()
+    }))
 }

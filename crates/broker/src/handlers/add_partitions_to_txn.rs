@@ -10,7 +10,14 @@ use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResp
 
 use crate::Node;
 
-pub async fn handle(node: &Node, request: AddPartitionsToTxnRequest) -> AddPartitionsToTxnResponse {
+/// AddPartitionsToTxn v2 is the first to know PRODUCER_FENCED (KIP-588).
+const PRODUCER_FENCED_MIN_VERSION: i16 = 2;
+
+pub async fn handle(
+    node: &Node,
+    request: AddPartitionsToTxnRequest,
+    version: i16,
+) -> AddPartitionsToTxnResponse {
     let topics = &request.v3_and_below_topics;
     let wanted: Vec<(String, i32)> = topics
         .iter()
@@ -41,7 +48,8 @@ pub async fn handle(node: &Node, request: AddPartitionsToTxnRequest) -> AddParti
                 &wanted,
             )
             .await;
-        vec![result.err().unwrap_or(ErrorCode::None); wanted.len()]
+        let code = result.err().unwrap_or(ErrorCode::None);
+        vec![code.fenced_for(version, PRODUCER_FENCED_MIN_VERSION); wanted.len()]
     };
     let mut codes = codes.into_iter();
     let mut response = AddPartitionsToTxnResponse::default();

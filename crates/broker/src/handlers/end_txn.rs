@@ -9,6 +9,9 @@ use crate::Node;
 /// EndTxn v5+ is transaction protocol v2 (KIP-890): the epoch is bumped and returned.
 pub const V2_MIN_VERSION: i16 = 5;
 
+/// EndTxn v2 is the first to know PRODUCER_FENCED (KIP-588).
+const PRODUCER_FENCED_MIN_VERSION: i16 = 2;
+
 pub async fn handle(node: &Node, request: EndTxnRequest, version: i16) -> EndTxnResponse {
     let result = node
         .txns
@@ -27,7 +30,7 @@ pub async fn handle(node: &Node, request: EndTxnRequest, version: i16) -> EndTxn
         Err(e) => {
             tracing::debug!(transactional_id = %request.transactional_id.as_str(), error = %e, "EndTxn refused");
             EndTxnResponse::default()
-                .with_error_code(e.code())
+                .with_error_code(e.fenced_for(version, PRODUCER_FENCED_MIN_VERSION).code())
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         }

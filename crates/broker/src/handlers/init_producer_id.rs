@@ -7,7 +7,14 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 
 use crate::Node;
 
-pub async fn handle(node: &Node, request: InitProducerIdRequest) -> InitProducerIdResponse {
+/// InitProducerId v4 is the first to know PRODUCER_FENCED (KIP-588).
+const PRODUCER_FENCED_MIN_VERSION: i16 = 4;
+
+pub async fn handle(
+    node: &Node,
+    request: InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -31,7 +38,7 @@ pub async fn handle(node: &Node, request: InitProducerIdRequest) -> InitProducer
         }
         Err(code) => {
             tracing::debug!(error = %code, "InitProducerId refused");
-            response.error_code = code.code();
+            response.error_code = code.fenced_for(version, PRODUCER_FENCED_MIN_VERSION).code();
         }
     }
     response

@@ -14,7 +14,15 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
-pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
+/// ListOffsets v4 added the leader epoch; setting it for v1-v3 fails the encoding.
+const LEADER_EPOCH_MIN_VERSION: i16 = 4;
+
+pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let leader_epoch = if version >= LEADER_EPOCH_MIN_VERSION {
+        0
+    } else {
+        -1
+    };
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
         let mut topic_response = ListOffsetsTopicResponse::default().with_name(topic.name.clone());
@@ -23,7 +31,7 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsRespon
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1)
-                .with_leader_epoch(0);
+                .with_leader_epoch(leader_epoch);
             let result = match broker.partition(&topic.name, p.partition_index) {
                 None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, "")),
                 Some(partition) => lookup(&partition, p.timestamp, request.isolation_level == 1),

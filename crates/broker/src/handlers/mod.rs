@@ -95,21 +95,21 @@ pub fn dispatch(
         Request::Metadata(r) => ctx.ready(&metadata::handle(broker, r, ctx.version)),
         Request::Produce(r) => produce::handle(node, r, ctx),
         Request::Fetch(r) => fetch::handle(broker, r, ctx),
-        Request::ListOffsets(r) => ctx.ready(&list_offsets::handle(broker, r)),
+        Request::ListOffsets(r) => ctx.ready(&list_offsets::handle(broker, r, ctx.version)),
         Request::CreateTopics(r) => ctx.ready(&create_topics::handle(broker, r, ctx.version)),
         Request::DeleteTopics(r) => ctx.ready(&delete_topics::handle(broker, r, ctx.version)),
         Request::CreatePartitions(r) => ctx.ready(&create_partitions::handle(broker, r)),
         Request::DescribeConfigs(r) => ctx.ready(&configs::describe(broker, r)),
         Request::IncrementalAlterConfigs(r) => ctx.ready(&configs::alter(broker, r)),
         Request::DescribeCluster(r) => ctx.ready(&describe_cluster::handle(broker, r)),
-        Request::InitProducerId(r) => later(node, ctx, |n| async move {
-            init_producer_id::handle(&n, r).await
+        Request::InitProducerId(r) => later(node, ctx, move |n| async move {
+            init_producer_id::handle(&n, r, ctx.version).await
         }),
-        Request::AddPartitionsToTxn(r) => later(node, ctx, |n| async move {
-            add_partitions_to_txn::handle(&n, r).await
+        Request::AddPartitionsToTxn(r) => later(node, ctx, move |n| async move {
+            add_partitions_to_txn::handle(&n, r, ctx.version).await
         }),
-        Request::AddOffsetsToTxn(r) => later(node, ctx, |n| async move {
-            add_offsets_to_txn::handle(&n, r).await
+        Request::AddOffsetsToTxn(r) => later(node, ctx, move |n| async move {
+            add_offsets_to_txn::handle(&n, r, ctx.version).await
         }),
         Request::EndTxn(r) => later(node, ctx, move |n| async move {
             end_txn::handle(&n, r, ctx.version).await

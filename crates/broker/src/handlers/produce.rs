@@ -131,14 +131,22 @@ fn append(
     let info = if first.is_transactional() {
         // Only into an open transaction that contains this partition, checked and
         // appended atomically with respect to the transaction's end.
-        let (info, added) = node.txns.verified(
-            first.producer_id,
-            first.producer_epoch,
-            topic,
-            data.index,
-            version >= V2_MIN_VERSION,
-            || partition.append(&mut buf),
-        )?;
+        let (info, added) = node
+            .txns
+            .verified(
+                first.producer_id,
+                first.producer_epoch,
+                topic,
+                data.index,
+                version >= V2_MIN_VERSION,
+                || partition.append(&mut buf),
+            )
+            .map_err(|mut e| {
+                // Produce answers a fenced producer INVALID_PRODUCER_EPOCH at every version,
+                // as Kafka does (KAFKA-10687).
+                e.code = e.code.fenced_for(version, i16::MAX);
+                e
+            })?;
         txn_records.extend(added);
         info
     } else {

@@ -120,10 +120,33 @@ def scenario(name, tmp):
             finally:
                 proxy.stop()
         if name == "kafka-python":
-            copier = f"{sys.executable} {Path(__file__).resolve().parent.parent}/tests/interop/verify_copier_kafka_python.py"
             return finish(verify(broker.bootstrap, tmp / "h", "--copiers", 2, "--copier-kills", 6,
                                  "--kill-interval-ms", 2500, "--txn-pause-ms", 20,
-                                 "--copier-command", copier), started)
+                                 "--copier-command", COPIERS[name]), started)
+        if name in ("aiokafka", "kafkajs"):
+            # 6 copier SIGKILLs from the verifier and 10 broker SIGKILLs from here.
+            proc = verify(broker.bootstrap, tmp / "h", "--copiers", 2, "--copier-kills", 6,
+                          "--kill-interval-ms", 2500, "--txn-pause-ms", 40, "--stall-secs", 60,
+                          "--copier-command", COPIERS[name])
+            kills = 0
+            while proc.poll() is None and kills < 10:
+                time.sleep(rng.uniform(1.0, 3.0))
+                if proc.poll() is not None:
+                    break
+                broker.kill9()
+                broker.start()
+                kills += 1
+            return finish(proc, started, f", {kills} broker kills") and kills == 10
+        if name in ("aiokafka-injected", "kafkajs-injected"):
+            proxy = FaultProxy(broker.bootstrap, tmp / "proxy.log", scenario=INJECTED)
+            try:
+                ok = finish(verify(proxy.bootstrap, tmp / "h", "--copiers", 2, "--stall-secs", 30,
+                                   "--copier-command", COPIERS[name.split("-")[0]]), started)
+                print(f"injected errors: {proxy.injected()}, duplicated requests: "
+                      f"{proxy.duplicated()}, blackholes: {proxy.blackholed()}", flush=True)
+                return ok
+            finally:
+                proxy.stop()
         if name in ("broker-kills", "broker-pauses"):
             # Paced so that the 20 faults land while the copy runs.
             pause = 40 if name == "broker-kills" else 300
@@ -161,9 +184,18 @@ def scenario(name, tmp):
             broker.kill9()
 
 
+INTEROP = Path(__file__).resolve().parent.parent / "tests" / "interop"
+COPIERS = {
+    "kafka-python": f"{sys.executable} {INTEROP / 'verify_copier_kafka_python.py'}",
+    "aiokafka": f"{sys.executable} {INTEROP / 'verify_copier_aiokafka.py'}",
+    "kafkajs": f"node {INTEROP / 'kafkajs' / 'verify_copier.js'}",
+}
+
+
 def main():
     names = sys.argv[1:] or ["baseline", "copier-kills", "broker-kills", "broker-pauses", "delays",
-                             "injected", "kafka-python", "idempotence", "idempotence-kafka-python",
+                             "injected", "kafka-python", "aiokafka", "aiokafka-injected", "kafkajs",
+                             "kafkajs-injected", "idempotence", "idempotence-kafka-python",
                              "kill9", "power-loss", "corrupt-tails"]
     failed = []
     for name in names:

@@ -2,7 +2,7 @@
 # The full reliability runs of docs/reliability.md (hours). CI runs short
 # versions of each (tests/interop/test_verify.py, test_chaos.py, test_durability.py).
 # Usage: scripts/reliability.sh [baseline|copier-kills|broker-kills|broker-pauses|delays|injected|
-#        kafka-python|idempotence|idempotence-kafka-python|kill9|power-loss|corrupt-tails ...]
+#        kafka-python|aiokafka|aiokafka-injected|kafkajs|kafkajs-injected|idempotence|idempotence-kafka-python|kill9|power-loss|corrupt-tails ...]
 # (default: all, a few hours on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,4 +11,5 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+npm ci --prefix tests/interop/kafkajs --no-audit --no-fund --loglevel=error
 EXACTA_BIN="$PWD/target/release/exacta" exec .venv/bin/python scripts/reliability.py "$@"

@@ -11,6 +11,8 @@ import time
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import BIN, FaultProxy
 
 VERIFY = BIN.with_name("exacta-verify")
@@ -75,6 +77,36 @@ def test_kafka_python_copiers_keep_exactly_once_through_kills(make_broker, tmp_p
                                   "--copier-kills", 2, "--kill-interval-ms", 2000,
                                   "--copier-command", copier)
     assert_exactly_once(code, report, output, 5000)
+    assert report["copier_kills"] == 2, output
+
+
+AIOKAFKA_COPIER = f"{sys.executable} {Path(__file__).parent / 'verify_copier_aiokafka.py'}"
+KAFKAJS_COPIER = f"node {Path(__file__).parent / 'kafkajs' / 'verify_copier.js'}"
+
+
+@pytest.mark.parametrize("copier", [AIOKAFKA_COPIER, KAFKAJS_COPIER], ids=["aiokafka", "kafkajs"])
+def test_other_clients_copiers_keep_exactly_once_through_copier_and_broker_kills(
+        make_broker, tmp_path, copier):
+    """Copiers built on aiokafka and on kafkajs (their own protocol code, transaction
+    protocol v1 at older versions, offsets without KIP-447 member checks): copier SIGKILLs
+    from the verifier and broker SIGKILLs from the test."""
+    broker = make_broker(CONFIG)
+    proc = start(broker.bootstrap, tmp_path, "--records", 6000, "--copiers", 2,
+                 "--records-per-txn", 200, "--txn-pause-ms", 50, "--copier-kills", 2,
+                 "--kill-interval-ms", 2500, "--timeout-secs", 200, "--stall-secs", 30,
+                 "--copier-command", copier)
+    kills = 0
+    for _ in range(2):
+        time.sleep(3)
+        if proc.poll() is not None:
+            break
+        broker.kill9()
+        time.sleep(0.3)
+        broker.start()
+        kills += 1
+    code, report, output = finish(proc)
+    assert kills >= 1, f"the copy ended before the broker kills\n{output}"
+    assert_exactly_once(code, report, output, 6000)
     assert report["copier_kills"] == 2, output
 
 

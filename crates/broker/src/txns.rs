@@ -214,6 +214,18 @@ impl TxnRuntime {
         Ok(())
     }
 
+    /// AddPartitionsToTxn v4+ `verify_only`: see [`TxnCoordinator::verify_partitions`].
+    pub fn verify_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        self.lock()
+            .verify_partitions(id, producer_id, epoch, partitions)
+    }
+
     /// EndTxn: prepare, markers, complete; a retry of a completed end succeeds. Returns the
     /// producer id and epoch the client continues with (bumped with `v2`, KIP-890).
     pub async fn end_txn(

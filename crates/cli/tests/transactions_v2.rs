@@ -4,7 +4,8 @@
 //! stop at v1), so this test drives the wire protocol itself with the `kafka-protocol`
 //! codecs (generated from Kafka's message definitions): EndTxn v5 bumps the epoch, Produce
 //! v12 adds partitions implicitly, and a produce delayed from an earlier transaction can
-//! no longer land in a later one (KAFKA-17754).
+//! no longer land in a later one (KAFKA-17754); AddPartitionsToTxn v4/v5, the batched and
+//! verify-only form partition leaders send.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -248,4 +249,140 @@ fn epoch_bump_per_transaction_fences_delayed_requests() {
         (aborted[0].producer_id.0, aborted[0].first_offset),
         (pid, 2)
     );
+}
+
+fn txn_entry(
+    id: &str,
+    (pid, epoch): (i64, i16),
+    verify_only: bool,
+    partitions: &[i32],
+) -> add_partitions_to_txn_request::AddPartitionsToTxnTransaction {
+    add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+        .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_verify_only(verify_only)
+        .with_topics(vec![
+            add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("batched")))
+                .with_partitions(partitions.to_vec()),
+        ])
+}
+
+/// Per transactional id, the (partition, error code) answers of a v4+ response.
+fn codes(response: &AddPartitionsToTxnResponse) -> Vec<(String, Vec<(i32, i16)>)> {
+    response
+        .results_by_transaction
+        .iter()
+        .map(|t| {
+            (
+                t.transactional_id.to_string(),
+                t.topic_results
+                    .iter()
+                    .flat_map(|r| {
+                        r.results_by_partition
+                            .iter()
+                            .map(|p| (p.partition_index, p.partition_error_code))
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn batched_and_verify_only_add_partitions() {
+    let broker = start();
+    let mut c = Conn::new(&broker);
+    let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("batched")))
+        .with_num_partitions(3)
+        .with_replication_factor(1)]);
+    let created: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &create);
+    assert_eq!(created.topics[0].error_code, 0);
+    let mut init = |id: &str| {
+        let r: InitProducerIdResponse = c.call(
+            ApiKey::InitProducerId,
+            5,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(StrBytes::from_string(id.to_string()))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        );
+        assert_eq!(r.error_code, 0);
+        (r.producer_id.0, r.producer_epoch)
+    };
+    let a = init("a");
+    let b = init("b");
+    const NONE: i16 = 0;
+    const ABORTABLE: i16 = 120;
+    const FENCED: i16 = 90;
+    const MAPPING: i16 = 49;
+    for version in [4, 5] {
+        // One request adds partitions for two transactional ids.
+        let added: AddPartitionsToTxnResponse = c.call(
+            ApiKey::AddPartitionsToTxn,
+            version,
+            &AddPartitionsToTxnRequest::default().with_transactions(vec![
+                txn_entry("a", a, false, &[0]),
+                txn_entry("b", b, false, &[1, 2]),
+            ]),
+        );
+        assert_eq!(added.error_code, 0);
+        assert_eq!(
+            codes(&added),
+            vec![
+                ("a".to_string(), vec![(0, NONE)]),
+                ("b".to_string(), vec![(1, NONE), (2, NONE)])
+            ]
+        );
+        // verify_only answers membership and writes nothing; wrong producers get one error
+        // for every partition.
+        let verified: AddPartitionsToTxnResponse = c.call(
+            ApiKey::AddPartitionsToTxn,
+            version,
+            &AddPartitionsToTxnRequest::default().with_transactions(vec![
+                txn_entry("a", a, true, &[0, 1]),
+                txn_entry("b", (b.0, b.1 + 1), true, &[1]),
+                txn_entry("c", a, true, &[0]),
+            ]),
+        );
+        assert_eq!(
+            codes(&verified),
+            vec![
+                ("a".to_string(), vec![(0, NONE), (1, ABORTABLE)]),
+                ("b".to_string(), vec![(1, FENCED)]),
+                ("c".to_string(), vec![(0, MAPPING)]),
+            ]
+        );
+        let again: AddPartitionsToTxnResponse = c.call(
+            ApiKey::AddPartitionsToTxn,
+            version,
+            &AddPartitionsToTxnRequest::default().with_transactions(vec![txn_entry(
+                "a",
+                a,
+                true,
+                &[1],
+            )]),
+        );
+        assert_eq!(
+            codes(&again),
+            vec![("a".to_string(), vec![(1, ABORTABLE)])],
+            "verification did not add the partition"
+        );
+        // End both (protocol v1 EndTxn keeps the epoch) for the next round.
+        for (id, (pid, epoch)) in [("a", a), ("b", b)] {
+            let end: EndTxnResponse = c.call(
+                ApiKey::EndTxn,
+                3,
+                &EndTxnRequest::default()
+                    .with_transactional_id(TransactionalId(StrBytes::from_string(id.to_string())))
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_committed(false),
+            );
+            assert_eq!(end.error_code, 0, "ending {id}");
+        }
+    }
 }

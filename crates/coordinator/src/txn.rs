@@ -341,6 +341,33 @@ impl TxnCoordinator {
         self.txns.get(id).map(|m| (m.producer_id, m.epoch))
     }
 
+    /// AddPartitionsToTxn v4+ with `verify_only` (KIP-890 part 1, sent by partition
+    /// leaders): whether each partition is in `id`'s open transaction, as Kafka answers it:
+    /// one error for the whole transaction when the producer is unknown, fenced or ending
+    /// its transaction, else NONE or TRANSACTION_ABORTABLE per partition. Writes nothing.
+    pub fn verify_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let meta = self.check_producer(id, producer_id, epoch)?;
+        if meta.state.is_prepare() {
+            return Err(ErrorCode::ConcurrentTransactions);
+        }
+        Ok(partitions
+            .iter()
+            .map(|p| {
+                if meta.state == TxnState::Ongoing && meta.partitions.contains(p) {
+                    ErrorCode::None
+                } else {
+                    ErrorCode::TransactionAbortable
+                }
+            })
+            .collect())
+    }
+
     /// AddPartitionsToTxn / AddOffsetsToTxn: the record to write, if anything changed.
     pub fn add_partitions(
         &mut self,

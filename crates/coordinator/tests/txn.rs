@@ -254,3 +254,51 @@ fn v2_bumps_the_epoch_at_every_end_and_fences_older_requests() {
         .unwrap();
     assert!(h.c.partition_in_txn(pid, e0 + 1, "t", 0).is_ok());
 }
+
+#[test]
+fn verify_only_reports_membership_without_writing() {
+    let mut h = Harness::new();
+    let (pid, epoch) = h.init("a", 0).unwrap();
+    let parts = [("t".to_string(), 0), ("t".to_string(), 1)];
+    // No open transaction yet: nothing is in it.
+    assert_eq!(
+        h.c.verify_partitions("a", pid, epoch, &parts),
+        Ok(vec![ErrorCode::TransactionAbortable; 2])
+    );
+    h.add("a", pid, epoch, 0, 1).unwrap();
+    let logged = h.log.len();
+    assert_eq!(
+        h.c.verify_partitions("a", pid, epoch, &parts),
+        Ok(vec![ErrorCode::None, ErrorCode::TransactionAbortable])
+    );
+    assert_eq!(h.log.len(), logged, "verification writes no record");
+    assert_eq!(h.state("a"), TxnState::Ongoing);
+    assert!(
+        h.c.partition_in_txn(pid, epoch, "t", 1).is_err(),
+        "not added"
+    );
+    // Unknown id, other producer, stale epoch, ending transaction.
+    assert_eq!(
+        h.c.verify_partitions("b", pid, epoch, &parts),
+        Err(ErrorCode::InvalidProducerIdMapping)
+    );
+    assert_eq!(
+        h.c.verify_partitions("a", pid + 1, epoch, &parts),
+        Err(ErrorCode::InvalidProducerIdMapping)
+    );
+    assert_eq!(
+        h.c.verify_partitions("a", pid, epoch + 1, &parts),
+        Err(ErrorCode::ProducerFenced)
+    );
+    let plan = h.end("a", pid, epoch, true, 2).unwrap().unwrap();
+    assert_eq!(
+        h.c.verify_partitions("a", pid, epoch, &parts),
+        Err(ErrorCode::ConcurrentTransactions)
+    );
+    h.run(plan, 3);
+    assert_eq!(
+        h.c.verify_partitions("a", pid, epoch, &parts),
+        Ok(vec![ErrorCode::TransactionAbortable; 2]),
+        "a completed transaction holds no partitions"
+    );
+}

@@ -62,7 +62,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::CreatePartitions, 0, 3),
     range(ApiKey::DeleteGroups, 0, 2),
     range(ApiKey::InitProducerId, 0, 5),
-    range(ApiKey::AddPartitionsToTxn, 0, 3),
+    range(ApiKey::AddPartitionsToTxn, 0, 5),
     range(ApiKey::AddOffsetsToTxn, 0, 3),
     range(ApiKey::EndTxn, 0, 5),
     range(ApiKey::TxnOffsetCommit, 0, 5),

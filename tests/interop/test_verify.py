@@ -170,7 +170,7 @@ blackhole = ["end_txn=0.02:2000", "produce=0.005:2000"]
 def test_injected_errors_duplicates_and_blackholes(make_broker, tmp_path):
     """The proxy answers coordinator and produce requests with retriable errors in the
     broker's place, sends copies of Produce requests on other connections, and freezes
-    connections; both client libraries' copiers keep exactly-once. (NOT_COORDINATOR on
+    connections; the copiers of all four client libraries keep exactly-once. (NOT_COORDINATOR on
     TxnOffsetCommit followed by failed FindCoordinators can hang librdkafka's
     send_offsets_to_transaction for good, librdkafka #5456/#5511; the verifier restarts a
     copier stuck like that after --stall-secs, and CI leaves that combination out.)"""
@@ -178,7 +178,9 @@ def test_injected_errors_duplicates_and_blackholes(make_broker, tmp_path):
     proxy = FaultProxy(broker.bootstrap, tmp_path / "proxy.log", scenario=INJECTED)
     copier = f"{sys.executable} {Path(__file__).parent / 'verify_copier_kafka_python.py'}"
     try:
-        for name, extra in (("librdkafka", []), ("kafka-python", ["--copier-command", copier])):
+        for name, extra in (("librdkafka", []), ("kafka-python", ["--copier-command", copier]),
+                            ("aiokafka", ["--copier-command", AIOKAFKA_COPIER]),
+                            ("kafkajs", ["--copier-command", KAFKAJS_COPIER])):
             code, report, output = verify(proxy.bootstrap, tmp_path / name, "--records", 3000,
                                           "--records-per-txn", 100, "--copiers", 2,
                                           "--stall-secs", 20, *extra)

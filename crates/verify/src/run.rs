@@ -224,6 +224,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
         committed = c;
     }
 
+    // A transaction left open (by a copier that died mid-transaction and whose successor
+    // never initialized, say) holds back the output's last stable offset until the
+    // coordinator aborts it on timeout; committed records past it are not yet readable.
+    // Judge the final state only once no transaction is open (or the wait runs out, in
+    // which case the final read shows what is missing).
+    wait_for_no_open_transactions(
+        &args.bootstrap_server,
+        &output,
+        args.output_partitions,
+        Duration::from_millis(args.transaction_timeout_ms) + Duration::from_secs(30),
+    );
+
     // The final read: everything read_committed shows, to the end of every partition.
     let final_reads = AtomicU64::new(0);
     let never = AtomicBool::new(false);
@@ -522,6 +534,56 @@ fn end_offsets(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<
                 .with_context(|| format!("end offset of {topic}/{p}"))
         })
         .collect()
+}
+
+/// Waits until every partition of `topic` has its last stable offset at its high
+/// watermark, at most `limit`; says so when it has to wait.
+fn wait_for_no_open_transactions(bootstrap: &str, topic: &str, partitions: i32, limit: Duration) {
+    let client = |isolation: &str| -> Option<BaseConsumer> {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("isolation.level", isolation)
+            .create()
+            .ok()
+    };
+    let (Some(committed), Some(uncommitted)) =
+        (client("read_committed"), client("read_uncommitted"))
+    else {
+        return;
+    };
+    let open = || -> Vec<(i32, i64, i64)> {
+        (0..partitions)
+            .filter_map(|p| {
+                let timeout = Duration::from_secs(5);
+                let (_, lso) = committed.fetch_watermarks(topic, p, timeout).ok()?;
+                let (_, hw) = uncommitted.fetch_watermarks(topic, p, timeout).ok()?;
+                (lso < hw).then_some((p, lso, hw))
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        let now_open = open();
+        if now_open.is_empty() {
+            if said {
+                eprintln!(
+                    "exacta verify: no transaction open on the output after {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return;
+        }
+        if started.elapsed() > limit {
+            eprintln!("exacta verify: transactions still open on the output (partition, last stable offset, high watermark): {now_open:?}");
+            return;
+        }
+        if !said {
+            eprintln!("exacta verify: waiting for transactions left open on the output to end (partition, last stable offset, high watermark): {now_open:?}");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// A consumer in the copiers' group that never joins it: it only fetches the committed

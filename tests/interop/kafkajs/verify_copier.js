@@ -5,7 +5,8 @@
 // same flags, the same JSON-lines history (written synchronously, so it is on file before
 // every commit or abort request), exit 0 once the stop file exists or the verifier is gone,
 // exit 3 when fenced or after any failed transaction (the verifier restarts it with the same
-// transactional id, which rewinds it to the committed offsets). A deliberate abort is
+// transactional id, which fences the old instance at start and rewinds to the committed
+// offsets). A deliberate abort is
 // followed by the same records in a new transaction: they are read again, as a rewind
 // would. kafkajs sends TxnOffsetCommit without group member information (before KIP-447).
 'use strict'
@@ -138,6 +139,11 @@ async function main () {
   }, 100)
   try {
     await producer.connect()
+    // kafkajs sends InitProducerId with the first transaction() only; start (and drop) an
+    // empty one now, so the predecessor with this transactional id is fenced and its open
+    // transaction aborted at once, as librdkafka's init_transactions() does, rather than
+    // holding back the output until it times out.
+    await (await producer.transaction()).abort()
     await consumer.connect()
     await consumer.subscribe({ topics: [args.input], fromBeginning: true })
   } catch (e) {

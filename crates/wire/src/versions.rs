@@ -111,6 +111,9 @@ mod tests {
         assert!(is_supported(ApiKey::ApiVersions, 0));
         assert!(is_supported(ApiKey::ApiVersions, 4));
         assert!(!is_supported(ApiKey::ApiVersions, 5));
-        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 4));
+        // AddPartitionsToTxn: the client form v0-v3 and the batched broker form v4-v5.
+        assert!(is_supported(ApiKey::AddPartitionsToTxn, 4));
+        assert!(is_supported(ApiKey::AddPartitionsToTxn, 5));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 6));
     }
 }

@@ -7,100 +7,22 @@
 //! no longer land in a later one (KAFKA-17754); AddPartitionsToTxn v4/v5, the batched and
 //! verify-only form partition leaders send.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+mod common;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use common::{start, Conn};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
+trait Tv2 {
+    fn produce(&mut self, topic: &str, producer: (i64, i16, i32), value: &str) -> (i16, i64);
+    fn end(&mut self, pid: i64, epoch: i16, commit: bool) -> EndTxnResponse;
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Broker {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_exacta"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let port = loop {
-        let line = lines.next().expect("broker exited").unwrap();
-        if let Some(rest) = line.split("exacta listening on 127.0.0.1:").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining stderr so the broker never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Broker {
-        child,
-        port,
-        _dir: dir,
-    }
-}
-
-struct Conn {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Conn {
-    fn new(broker: &Broker) -> Self {
-        Self {
-            stream: TcpStream::connect(("127.0.0.1", broker.port)).unwrap(),
-            correlation: 0,
-        }
-    }
-
-    fn call<Req: Encodable, Resp: Decodable>(
-        &mut self,
-        key: ApiKey,
-        version: i16,
-        request: &Req,
-    ) -> Resp {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("kip890-test")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, key.request_header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
-        self.stream
-            .write_all(&(body.len() as i32).to_be_bytes())
-            .unwrap();
-        self.stream.write_all(&body).unwrap();
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size).unwrap();
-        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut frame).unwrap();
-        let mut frame = Bytes::from(frame);
-        let header =
-            ResponseHeader::decode(&mut frame, key.response_header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, self.correlation);
-        Resp::decode(&mut frame, version).unwrap()
-    }
-
+impl Tv2 for Conn {
     fn produce(
         &mut self,
         topic: &str,

@@ -9,38 +9,19 @@ aiokafka sends TxnOffsetCommit without group member information (before KIP-447)
 offsets are checked by producer and transaction only.
 """
 
-import argparse
 import asyncio
-import json
 import os
 import random
 import sys
-import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import (IllegalOperation, InvalidProducerEpoch, KafkaError, ProducerFenced)
 
-EXIT_RESTART = 3
+from copier_contract import EXIT_RESTART, History, now, parse_args
 
-p = argparse.ArgumentParser()
-for flag in ("bootstrap-server", "input", "output", "group", "transactional-id", "tag",
-             "history", "stop-file", "bug"):
-    p.add_argument("--" + flag)
-for flag in ("output-partitions", "records-per-txn", "seed", "transaction-timeout-ms",
-             "pause-ms"):
-    p.add_argument("--" + flag, type=int, default=0)
-p.add_argument("--abort-rate", type=float)
-args = p.parse_args()
-
-history = open(args.history, "a")
-
-
-def record(op, **fields):
-    history.write(json.dumps({"op": op, **fields}) + "\n")
-
-
-def now():
-    return int(time.time() * 1000)
+args = parse_args()
+history = History(args.history)
+record = history.record
 
 
 def say(text):

@@ -6,46 +6,20 @@ same flags, the same JSON-lines history (flushed before every commit or abort re
 exit 0 once the stop file exists or the verifier is gone, exit 3 when fenced.
 """
 
-import argparse
-import json
 import os
 import random
 import sys
-import threading
 import time
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, ProducerFencedError, InvalidProducerEpochError
 from kafka.structs import OffsetAndMetadata
 
-EXIT_RESTART = 3
+from copier_contract import EXIT_RESTART, History, now, parse_args
 
-p = argparse.ArgumentParser()
-for flag in ("bootstrap-server", "input", "output", "group", "transactional-id", "tag",
-             "history", "stop-file", "bug"):
-    p.add_argument("--" + flag)
-for flag in ("output-partitions", "records-per-txn", "seed", "transaction-timeout-ms",
-             "pause-ms"):
-    p.add_argument("--" + flag, type=int, default=0)
-p.add_argument("--abort-rate", type=float)
-args = p.parse_args()
-
-history = open(args.history, "a")
-lock = threading.Lock()
-
-
-def record(op, **fields):
-    with lock:
-        history.write(json.dumps({"op": op, **fields}) + "\n")
-
-
-def flush():
-    with lock:
-        history.flush()
-
-
-def now():
-    return int(time.time() * 1000)
+args = parse_args()
+history = History(args.history)
+record = history.record
 
 
 class Revocations(ConsumerRebalanceListener):
@@ -100,7 +74,7 @@ seq = 0
 while True:
     if os.getppid() != parent or os.path.exists(args.stop_file):
         consumer.close()
-        flush()
+        history.flush()
         sys.exit(0)
     batch = []
     deadline = time.time() + 0.2
@@ -135,7 +109,7 @@ while True:
         for in_p, in_off, _ in batch:
             offsets[in_p] = max(offsets.get(in_p, 0), in_off + 1)
         record("commit", txn=txn, offsets=sorted(offsets.items()), t=now())
-        flush()
+        history.flush()
         producer.send_offsets_to_transaction(
             {TopicPartition(args.input, q): OffsetAndMetadata(o, "", -1)
              for q, o in offsets.items()}, consumer.group_metadata())
@@ -147,13 +121,13 @@ while True:
         record("committed", txn=txn, ok=True, err=None, t=now())
     except (ProducerFencedError, InvalidProducerEpochError) as e:
         print(f"copier {args.tag}: {txn}: fenced: {e!r}", file=sys.stderr, flush=True)
-        flush()
+        history.flush()
         sys.exit(EXIT_RESTART)
     except (KafkaError, StopIteration) as e:
         if not isinstance(e, StopIteration):
             print(f"copier {args.tag}: {txn}: {e!r}; aborting", file=sys.stderr, flush=True)
         record("abort", txn=txn, deliberate=isinstance(e, StopIteration), t=now())
-        flush()
+        history.flush()
         try:
             producer.abort_transaction()
         except KafkaError as e2:

@@ -2,7 +2,7 @@
 # The full reliability runs of docs/reliability.md (hours). CI runs short
 # versions of each (tests/interop/test_verify.py, test_chaos.py, test_durability.py).
 # Usage: scripts/reliability.sh [baseline|copier-kills|broker-kills|broker-pauses|delays|injected|
-#        kafka-python|aiokafka|aiokafka-injected|kafkajs|kafkajs-injected|idempotence|idempotence-kafka-python|kill9|power-loss|corrupt-tails ...]
+#        kafka-python|aiokafka|aiokafka-injected|kafkajs|kafkajs-injected|idempotence|idempotence-kafka-python|idempotence-other-clients|kill9|power-loss|corrupt-tails ...]
 # (default: all, a few hours on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
 """Idempotent producers: every record exactly once and in order, through lost responses,
-cut connections and broker kill -9, with librdkafka and kafka-python."""
+cut connections and broker kill -9, with librdkafka, kafka-python, aiokafka and kafkajs."""
 
 import os
 import random
@@ -107,6 +107,61 @@ def test_kafka_python_idempotent_producer_through_dropped_responses(broker, tmp_
     assert offsets == list(range(n))
     assert dropped >= 10, f"only {dropped} responses dropped: the test did not test"
     print(f"kafka-python idempotent: records={n} produce_responses_dropped={dropped} "
+          f"duplicates={duplicates} gaps={gaps}")
+
+
+def test_aiokafka_idempotent_producer_through_dropped_responses(broker, tmp_path):
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    topic, n = "idem-aio", RECORDS // 2
+    create(broker, topic, 1)
+    proxy = FaultProxy(broker.bootstrap, tmp_path / "proxy.log",
+                       drop=[f"produce={DROP_RATE}"], seed=13)
+
+    async def produce():
+        p = AIOKafkaProducer(bootstrap_servers=proxy.bootstrap, enable_idempotence=True,
+                             acks="all", linger_ms=1, max_batch_size=300,
+                             request_timeout_ms=10000, retry_backoff_ms=20)
+        await p.start()
+        try:
+            futures = [await p.send(topic, value=str(i).encode(), partition=0) for i in range(n)]
+            return [(await f).offset for f in futures]
+        finally:
+            await p.stop()
+
+    offsets = asyncio.run(asyncio.wait_for(produce(), 180))
+    dropped = proxy.dropped()
+    proxy.stop()
+    values = read_partition_values(broker, topic, 0)
+    duplicates, gaps = check_exactly_once_in_order({0: values}, {0: list(range(n))})
+    assert offsets == list(range(n)), "each record acknowledged at the offset it really has"
+    assert dropped >= 10, f"only {dropped} responses dropped: the test did not test"
+    print(f"aiokafka idempotent: records={n} produce_responses_dropped={dropped} "
+          f"duplicates={duplicates} gaps={gaps}")
+
+
+def test_kafkajs_idempotent_producer_through_dropped_responses(broker, tmp_path):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    topic, n = "idem-js", RECORDS // 4
+    proxy = FaultProxy(broker.bootstrap, tmp_path / "proxy.log",
+                       drop=[f"produce={DROP_RATE * 4}"], seed=14)
+    client = Path(__file__).parent / "kafkajs" / "client.js"
+    done = subprocess.run(["node", str(client), "idempotent", proxy.bootstrap, topic, str(n)],
+                          capture_output=True, text=True, timeout=300)
+    dropped = proxy.dropped()
+    proxy.stop()
+    assert done.returncode == 0, done.stderr
+    offsets = json.loads(done.stdout.strip().splitlines()[-1])["offsets"]
+    values = read_partition_values(broker, topic, 0)
+    duplicates, gaps = check_exactly_once_in_order({0: values}, {0: list(range(n))})
+    assert offsets == list(range(n)), "each record acknowledged at the offset it really has"
+    assert dropped >= 10, f"only {dropped} responses dropped: the test did not test"
+    print(f"kafkajs idempotent: records={n} produce_responses_dropped={dropped} "
           f"duplicates={duplicates} gaps={gaps}")
 
 

@@ -146,6 +146,28 @@ const scenarios = {
     }
   },
 
+  // An idempotent producer writes RECORDS values "0".."N-1" to partition 0 in sends of 50,
+  // one at a time (through a proxy that drops responses: kafkajs retries with the same
+  // sequence numbers); reports the offset each record was acknowledged at.
+  async idempotent () {
+    const records = Number(process.argv[5] || 2000)
+    const admin = kafka.admin()
+    await admin.connect()
+    await createTopic(admin, topic, 1)
+    await admin.disconnect()
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    const offsets = []
+    for (let start = 0; start < records; start += 50) {
+      const values = []
+      for (let i = start; i < Math.min(records, start + 50); i++) values.push({ value: String(i), partition: 0 })
+      const [meta] = await producer.send({ topic, messages: values, acks: -1, timeout: 10000 })
+      values.forEach((_, i) => offsets.push(Number(meta.baseOffset) + i))
+    }
+    await producer.disconnect()
+    return { offsets }
+  },
+
   // A committed and an aborted transaction over two partitions.
   async visibility () {
     const admin = kafka.admin()

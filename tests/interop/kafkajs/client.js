@@ -302,11 +302,11 @@ const scenarios = {
 async function main () {
   const run = scenarios[scenario]
   if (!run) throw new Error(`unknown scenario ${scenario}`)
-  const result = await run()
-  process.stdout.write(JSON.stringify(result) + '\n')
+  return run()
 }
 
-main().then(() => process.exit(0), e => {
+// Exit only once stdout is written: a pipe takes large writes asynchronously.
+main().then(result => process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0)), e => {
   process.stderr.write(`kafkajs ${scenario} failed: ${e && e.stack ? e.stack : e}\n`)
   process.exit(1)
 })

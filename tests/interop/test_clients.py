@@ -299,3 +299,44 @@ def test_write_guarantee_refuses_producers_below_it(make_broker):
     with pytest.raises(PolicyViolationError):
         kp.send("gov-default", b"v").get(timeout=10)
     kp.close()
+
+
+def test_alter_configs_replaces_overrides_kafka_python_and_librdkafka(broker):
+    """AlterConfigs (key 33), the older non-incremental form: the given configs become the
+    topic's whole set of overrides (kafka-python with incremental=False, which first reads
+    and resends the others, and librdkafka's deprecated AdminClient.alter_configs, which
+    does not)."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import ConfigResource as RdResource
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic as KpTopic
+
+    kp = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    kp.create_topics([KpTopic("alter-all", 1, 1)])
+
+    def overrides():
+        a = AdminClient({"bootstrap.servers": broker.bootstrap})
+        res = RdResource("topic", "alter-all")
+        entries = a.describe_configs([res])[res].result(10)
+        return {n: e.value for n, e in entries.items() if not e.is_default}
+
+    kp.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "alter-all",
+                                     configs={"retention.ms": "3600000",
+                                              "max.message.bytes": "500000"})],
+                     incremental=False)
+    assert overrides() == {"retention.ms": "3600000", "max.message.bytes": "500000"}
+    kp.alter_configs([ConfigResource(ConfigResourceType.TOPIC, "alter-all",
+                                     configs={"retention.ms": "7200000"})], incremental=False)
+    # kafka-python's AlterConfigs fills in the other current overrides itself (it reads
+    # them first), so max.message.bytes stays; librdkafka below sends only what it is given.
+    assert overrides() == {"retention.ms": "7200000", "max.message.bytes": "500000"}
+    kp.close()
+
+    rd = AdminClient({"bootstrap.servers": broker.bootstrap})
+    res = RdResource("topic", "alter-all", set_config={"segment.bytes": "1048576"})
+    rd.alter_configs([res])[res].result(10)
+    assert overrides() == {"segment.bytes": "1048576"}
+    bad = RdResource("topic", "alter-all", set_config={"retention.ms": "soon"})
+    with pytest.raises(KafkaException) as refused:
+        rd.alter_configs([bad])[bad].result(10)
+    assert refused.value.args[0].code() == KafkaError.INVALID_CONFIG
+    assert overrides() == {"segment.bytes": "1048576"}, "a refused change changes nothing"

@@ -58,6 +58,10 @@ def test_admin_operations(broker):
     r = kafkajs(broker, "admin", "js-admin")
     assert r["partitions"] == [0, 1, 2], "createPartitions grew the topic to 3"
     assert r["configs"] == {"cleanup.policy": "delete", "retention.ms": "604800000"}
+    # AlterConfigs (key 33) replaces the overrides: max.message.bytes went back to default.
+    assert r["altered"]["retention.ms"] == ["7200000", False]
+    assert r["altered"]["max.message.bytes"][1] is True
+    assert r["bad_config"] == "INVALID_CONFIG"
     assert r["brokers"] == 1 and r["controller"] == 0
     assert r["after_set"] == {"0": 1, "1": 2, "2": -1}
     # kafkajs resets by committing the special offset -2 (earliest), which its consumers

@@ -435,11 +435,20 @@ pub fn count_errors(api_key: i16, version: i16, frame: &bytes::Bytes) {
         }),
         ApiKey::AddPartitionsToTxn => codes(&mut body, version, |r: AddPartitionsToTxnResponse| {
             std::iter::once(r.error_code)
-                .chain(r.results_by_topic_v3_and_below.iter().flat_map(|t| {
-                    t.results_by_partition
+                .chain(
+                    r.results_by_topic_v3_and_below
                         .iter()
-                        .map(|p| p.partition_error_code)
-                }))
+                        .chain(
+                            r.results_by_transaction
+                                .iter()
+                                .flat_map(|t| &t.topic_results),
+                        )
+                        .flat_map(|t| {
+                            t.results_by_partition
+                                .iter()
+                                .map(|p| p.partition_error_code)
+                        }),
+                )
                 .collect()
         }),
         ApiKey::FindCoordinator => codes(&mut body, version, |r: FindCoordinatorResponse| {

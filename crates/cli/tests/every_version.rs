@@ -240,6 +240,19 @@ fn exchange(
                 ]),
             DescribeConfigsResponse
         ),
+        ApiKey::AlterConfigs => {
+            use alter_configs_request::*;
+            call!(
+                AlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default(
+                )
+                .with_resource_type(2)
+                .with_resource_name(s(TOPIC))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_value(Some(s("86400000")))])]),
+                AlterConfigsResponse
+            )
+        }
         ApiKey::CreatePartitions => call!(
             CreatePartitionsRequest::default()
                 .with_timeout_ms(5_000)

@@ -116,6 +116,21 @@ const scenarios = {
       resources: [{ type: 2 /* TOPIC */, name: topic, configNames: ['retention.ms', 'cleanup.policy'] }],
       includeSynonyms: false
     })
+    // AlterConfigs replaces the topic's overrides: after the second call only
+    // retention.ms is overridden, max.message.bytes is back to its default.
+    const alter = configEntries => admin.alterConfigs({ resources: [{ type: 2, name: topic, configEntries }] })
+    await alter([{ name: 'retention.ms', value: '3600000' }, { name: 'max.message.bytes', value: '500000' }])
+    await alter([{ name: 'retention.ms', value: '7200000' }])
+    const altered = await admin.describeConfigs({
+      resources: [{ type: 2, name: topic, configNames: ['retention.ms', 'max.message.bytes'] }],
+      includeSynonyms: false
+    })
+    let badConfig = null
+    try {
+      await alter([{ name: 'retention.ms', value: 'soon' }])
+    } catch (e) {
+      badConfig = e.type
+    }
     const cluster = await admin.describeCluster()
     const producer = kafka.producer()
     await producer.connect()
@@ -136,6 +151,8 @@ const scenarios = {
     return {
       partitions: metadata.topics[0].partitions.map(p => p.partitionId).sort(),
       configs: Object.fromEntries(configs.resources[0].configEntries.map(c => [c.configName, c.configValue])),
+      altered: Object.fromEntries(altered.resources[0].configEntries.map(c => [c.configName, [c.configValue, c.isDefault]])),
+      bad_config: badConfig,
       brokers: cluster.brokers.length,
       controller: cluster.controller,
       after_set: offsets(afterSet),

@@ -1,4 +1,6 @@
-//! DescribeConfigs (key 32) and IncrementalAlterConfigs (key 44).
+//! DescribeConfigs (key 32), AlterConfigs (key 33: the older form kafka-python, kafkajs
+//! and older tools send, which replaces a resource's whole set of overrides) and
+//! IncrementalAlterConfigs (key 44).
 //!
 //! Topics support `retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms`,
 //! `max.message.bytes` and `cleanup.policy=delete`; alterations are validated, persisted
@@ -11,10 +13,11 @@ use exacta_types::ErrorCode;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
+use kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse,
+    alter_configs_response, AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest,
+    DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -130,26 +133,14 @@ pub fn alter(
         let mut result = AlterConfigsResourceResponse::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let outcome = match resource.resource_type {
-            RESOURCE_TOPIC => broker.alter_topic_configs(
-                &resource.resource_name,
-                |configs| {
-                    for op in &resource.configs {
-                        apply(configs, op)?;
-                    }
-                    Ok(())
-                },
-                request.validate_only,
-            ),
-            RESOURCE_BROKER => Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                "broker configs are static: edit the config file and restart",
-            )),
-            other => Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("unsupported resource type {other}"),
-            )),
-        };
+        let outcome = alter_resource(
+            broker,
+            resource.resource_type,
+            &resource.resource_name,
+            &resource.configs,
+            false,
+            request.validate_only,
+        );
         if let Err(e) = outcome {
             result.error_code = e.code.code();
             result.error_message = message(e.message);
@@ -159,10 +150,76 @@ pub fn alter(
     response
 }
 
-fn apply(
-    configs: &mut BTreeMap<String, String>,
-    op: &kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig,
+/// AlterConfigs: each resource's overrides become exactly the ones given (a null value
+/// drops that one); every other config returns to its default, as on Kafka.
+pub fn alter_all(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut response = AlterConfigsResponse::default();
+    for resource in request.resources {
+        let ops: Vec<AlterableConfig> = resource
+            .configs
+            .iter()
+            .map(|c| {
+                AlterableConfig::default()
+                    .with_name(c.name.clone())
+                    .with_config_operation(if c.value.is_some() { 0 } else { 1 })
+                    .with_value(c.value.clone())
+            })
+            .collect();
+        let mut result = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let outcome = alter_resource(
+            broker,
+            resource.resource_type,
+            &resource.resource_name,
+            &ops,
+            true,
+            request.validate_only,
+        );
+        if let Err(e) = outcome {
+            result.error_code = e.code.code();
+            result.error_message = message(e.message);
+        }
+        response.responses.push(result);
+    }
+    response
+}
+
+/// Applies `ops` to one resource's overrides (after clearing them, with `replace`).
+fn alter_resource(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    ops: &[AlterableConfig],
+    replace: bool,
+    validate_only: bool,
 ) -> Result<(), ApiError> {
+    match resource_type {
+        RESOURCE_TOPIC => broker.alter_topic_configs(
+            name,
+            |configs| {
+                if replace {
+                    configs.clear();
+                }
+                for op in ops {
+                    apply(configs, op)?;
+                }
+                Ok(())
+            },
+            validate_only,
+        ),
+        RESOURCE_BROKER => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "broker configs are static: edit the config file and restart",
+        )),
+        other => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("unsupported resource type {other}"),
+        )),
+    }
+}
+
+fn apply(configs: &mut BTreeMap<String, String>, op: &AlterableConfig) -> Result<(), ApiError> {
     let name = op.name.to_string();
     let value = op.value.as_ref().map(|v| v.to_string());
     let invalid = |m: String| Err(ApiError::new(ErrorCode::InvalidConfig, m));

@@ -100,6 +100,7 @@ pub fn dispatch(
         Request::DeleteTopics(r) => ctx.ready(&delete_topics::handle(broker, r, ctx.version)),
         Request::CreatePartitions(r) => ctx.ready(&create_partitions::handle(broker, r)),
         Request::DescribeConfigs(r) => ctx.ready(&configs::describe(broker, r)),
+        Request::AlterConfigs(r) => ctx.ready(&configs::alter_all(broker, r)),
         Request::IncrementalAlterConfigs(r) => ctx.ready(&configs::alter(broker, r)),
         Request::DescribeCluster(r) => ctx.ready(&describe_cluster::handle(broker, r)),
         Request::InitProducerId(r) => later(node, ctx, move |n| async move {

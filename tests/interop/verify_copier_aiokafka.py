@@ -29,10 +29,17 @@ def say(text):
 
 
 class Revocations(ConsumerRebalanceListener):
+    """aiokafka commits offsets without group generation (pre-KIP-447) and reads them
+    without require_stable, so nothing on the broker stops an old owner from committing
+    offsets of a partition it has lost: the listener holds the rebalance until the
+    transaction in progress has ended (the pre-KIP-447 rule), so the next owner reads
+    offsets that are final."""
     revoked = False
+    idle = None  # asyncio.Event: set while no transaction is open
 
     async def on_partitions_revoked(self, revoked):
         Revocations.revoked = True
+        await Revocations.idle.wait()
 
     async def on_partitions_assigned(self, assigned):
         pass
@@ -63,6 +70,8 @@ async def main():
                                 isolation_level="read_committed", enable_auto_commit=False,
                                 auto_offset_reset="earliest", session_timeout_ms=6000,
                                 heartbeat_interval_ms=500, fetch_max_wait_ms=100)
+    Revocations.idle = asyncio.Event()
+    Revocations.idle.set()
     consumer.subscribe([args.input], listener=Revocations())
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap_server,
                                 transactional_id=args.transactional_id,
@@ -94,6 +103,7 @@ async def main():
             seq += 1
             txn = f"{args.tag}.{seq}"
             record("begin", txn=txn, t=now())
+            Revocations.idle.clear()
             await producer.begin_transaction()
             deliberate = rng.random() < args.abort_rate
             try:
@@ -134,8 +144,11 @@ async def main():
                 except (KafkaError, IllegalOperation) as e2:
                     say(f"abort of {txn}: {e2!r}")
                     return EXIT_RESTART
+                Revocations.idle.set()
                 if args.bug != "no-rewind":
                     await rewind(consumer)
+            finally:
+                Revocations.idle.set()
     finally:
         history.flush()
         for close in (consumer.stop, producer.stop):

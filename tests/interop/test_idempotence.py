@@ -53,6 +53,18 @@ def check_exactly_once_in_order(values_by_partition, expected_by_partition):
     return duplicates, gaps
 
 
+def check_one_partition_run(broker, client, topic, offsets, dropped):
+    """Partition 0 of `topic` holds "0".."n-1" once each in order, each acknowledged at
+    the offset it really has, after at least MIN_DROPPED dropped responses."""
+    n = len(offsets)
+    values = read_partition_values(broker, topic, 0)
+    duplicates, gaps = check_exactly_once_in_order({0: values}, {0: list(range(n))})
+    assert offsets == list(range(n)), "each record acknowledged at the offset it really has"
+    assert dropped >= MIN_DROPPED, f"only {dropped} responses dropped: the test did not test"
+    print(f"{client} idempotent: records={n} produce_responses_dropped={dropped} "
+          f"duplicates={duplicates} gaps={gaps}")
+
+
 def test_librdkafka_idempotent_producer_through_dropped_responses(broker, tmp_path):
     topic, partitions = "idem-rd", 3
     create(broker, topic, partitions)
@@ -105,13 +117,7 @@ def test_kafka_python_idempotent_producer_through_dropped_responses(broker, tmp_
     p.close()
     dropped = proxy.dropped()
     proxy.stop()
-    values = read_partition_values(broker, topic, 0)
-    duplicates, gaps = check_exactly_once_in_order({0: values}, {0: list(range(n))})
-    # Each record's acknowledged offset is where it really is.
-    assert offsets == list(range(n))
-    assert dropped >= MIN_DROPPED, f"only {dropped} responses dropped: the test did not test"
-    print(f"kafka-python idempotent: records={n} produce_responses_dropped={dropped} "
-          f"duplicates={duplicates} gaps={gaps}")
+    check_one_partition_run(broker, "kafka-python", topic, offsets, dropped)
 
 
 def test_aiokafka_idempotent_producer_through_dropped_responses(broker, tmp_path):
@@ -138,12 +144,8 @@ def test_aiokafka_idempotent_producer_through_dropped_responses(broker, tmp_path
     offsets = asyncio.run(asyncio.wait_for(produce(), 180))
     dropped = proxy.dropped()
     proxy.stop()
-    values = read_partition_values(broker, topic, 0)
-    duplicates, gaps = check_exactly_once_in_order({0: values}, {0: list(range(n))})
-    assert offsets == list(range(n)), "each record acknowledged at the offset it really has"
-    assert dropped >= MIN_DROPPED, f"only {dropped} responses dropped: the test did not test"
-    print(f"aiokafka idempotent: records={n} produce_responses_dropped={dropped} "
-          f"duplicates={duplicates} gaps={gaps}")
+    assert len(offsets) == n
+    check_one_partition_run(broker, "aiokafka", topic, offsets, dropped)
 
 
 def test_kafkajs_idempotent_producer_through_dropped_responses(broker, tmp_path):
@@ -161,12 +163,8 @@ def test_kafkajs_idempotent_producer_through_dropped_responses(broker, tmp_path)
     proxy.stop()
     assert done.returncode == 0, done.stderr
     offsets = json.loads(done.stdout.strip().splitlines()[-1])["offsets"]
-    values = read_partition_values(broker, topic, 0)
-    duplicates, gaps = check_exactly_once_in_order({0: values}, {0: list(range(n))})
-    assert offsets == list(range(n)), "each record acknowledged at the offset it really has"
-    assert dropped >= MIN_DROPPED, f"only {dropped} responses dropped: the test did not test"
-    print(f"kafkajs idempotent: records={n} produce_responses_dropped={dropped} "
-          f"duplicates={duplicates} gaps={gaps}")
+    assert len(offsets) == n
+    check_one_partition_run(broker, "kafkajs", topic, offsets, dropped)
 
 
 def test_broker_kill9_during_idempotent_produce_leaves_no_duplicate_or_gap(broker):

@@ -130,10 +130,7 @@ pub fn alter(
 ) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
-        let mut result = AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
-        let outcome = alter_resource(
+        let (code, text) = alter_resource(
             broker,
             resource.resource_type,
             &resource.resource_name,
@@ -141,11 +138,13 @@ pub fn alter(
             false,
             request.validate_only,
         );
-        if let Err(e) = outcome {
-            result.error_code = e.code.code();
-            result.error_message = message(e.message);
-        }
-        response.responses.push(result);
+        response.responses.push(
+            AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name)
+                .with_error_code(code)
+                .with_error_message(text),
+        );
     }
     response
 }
@@ -165,10 +164,7 @@ pub fn alter_all(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsR
                     .with_value(c.value.clone())
             })
             .collect();
-        let mut result = alter_configs_response::AlterConfigsResourceResponse::default()
-            .with_resource_type(resource.resource_type)
-            .with_resource_name(resource.resource_name.clone());
-        let outcome = alter_resource(
+        let (code, text) = alter_resource(
             broker,
             resource.resource_type,
             &resource.resource_name,
@@ -176,16 +172,19 @@ pub fn alter_all(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsR
             true,
             request.validate_only,
         );
-        if let Err(e) = outcome {
-            result.error_code = e.code.code();
-            result.error_message = message(e.message);
-        }
-        response.responses.push(result);
+        response.responses.push(
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name)
+                .with_error_code(code)
+                .with_error_message(text),
+        );
     }
     response
 }
 
-/// Applies `ops` to one resource's overrides (after clearing them, with `replace`).
+/// Applies `ops` to one resource's overrides (after clearing them, with `replace`); the
+/// answer's error code and message.
 fn alter_resource(
     broker: &Broker,
     resource_type: i8,
@@ -193,8 +192,8 @@ fn alter_resource(
     ops: &[AlterableConfig],
     replace: bool,
     validate_only: bool,
-) -> Result<(), ApiError> {
-    match resource_type {
+) -> (i16, Option<StrBytes>) {
+    let outcome = match resource_type {
         RESOURCE_TOPIC => broker.alter_topic_configs(
             name,
             |configs| {
@@ -216,6 +215,10 @@ fn alter_resource(
             ErrorCode::InvalidRequest,
             format!("unsupported resource type {other}"),
         )),
+    };
+    match outcome {
+        Ok(()) => (ErrorCode::None.code(), None),
+        Err(e) => (e.code.code(), message(e.message)),
     }
 }
 

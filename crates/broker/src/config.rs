@@ -39,14 +39,6 @@ impl WriteGuarantee {
             _ => None,
         }
     }
-
-    pub fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::Idempotent,
-            2 => Self::Transactional,
-            _ => Self::None,
-        }
-    }
 }
 
 /// When the broker fsyncs the log.
@@ -91,6 +83,12 @@ pub struct BrokerConfig {
     pub retention_bytes: i64,
     /// Largest batch a producer may send (`message.max.bytes`).
     pub message_max_bytes: i32,
+    /// Oldest create time a produced record may carry, relative to the broker's clock
+    /// (`log.message.timestamp.before.max.ms`); older batches get INVALID_TIMESTAMP.
+    pub message_timestamp_before_max_ms: i64,
+    /// Furthest-future create time a produced record may carry
+    /// (`log.message.timestamp.after.max.ms`, one hour as in Kafka 4.0).
+    pub message_timestamp_after_max_ms: i64,
     /// How often retention (and producer-id expiry) runs (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
     /// Forget an idempotent producer's state this long after its last batch's timestamp
@@ -99,6 +97,18 @@ pub struct BrokerConfig {
     // Limits.
     /// Largest request frame accepted (`socket.request.max.bytes`).
     pub frame_bytes_max: u32,
+    /// Bytes of requests being read or waiting for their answer, over all connections
+    /// (Kafka's `queued.max.request.bytes`, on by default here). Past it the broker stops
+    /// reading from sockets until earlier requests are answered.
+    pub queued_request_bytes_max: u64,
+    /// A request frame whose size has arrived must arrive whole within this time, or its
+    /// connection is closed (slow senders cannot hold a share of the request budget).
+    pub request_read_timeout_ms: u64,
+    /// A connection that sends no request for this long is closed
+    /// (`connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// Largest Fetch answer, whatever `max_bytes` the client asks for (`fetch.max.bytes`).
+    pub fetch_bytes_max: i32,
     pub connections_max: usize,
     /// Requests read from one connection before the first of them is answered.
     pub in_flight_requests_max: usize,
@@ -114,6 +124,9 @@ pub struct BrokerConfig {
     pub group_initial_rebalance_delay_ms: i64,
     /// Members per group (`group.max.size`).
     pub group_max_size: usize,
+    /// Groups the coordinator holds; a request for a new group past it is answered
+    /// COORDINATOR_NOT_AVAILABLE (retriable) until empty groups expire.
+    pub groups_max: usize,
     /// Offsets of an empty group are deleted this long after it became empty.
     pub offsets_retention_minutes: i64,
     pub offset_metadata_max_bytes: usize,
@@ -146,9 +159,15 @@ impl Default for BrokerConfig {
             retention_ms: log.retention_ms,
             retention_bytes: log.retention_bytes,
             message_max_bytes: 1_048_588,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 3_600_000,
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: 86_400_000,
             frame_bytes_max: 104_857_600,
+            queued_request_bytes_max: 256 << 20,
+            request_read_timeout_ms: 60_000,
+            connections_max_idle_ms: 600_000,
+            fetch_bytes_max: 57_671_680,
             connections_max: 10_000,
             in_flight_requests_max: 64,
             partitions_max_per_topic: 10_000,
@@ -158,6 +177,7 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: 10_000,
+            groups_max: 100_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offset_metadata_max_bytes: 4096,
             transaction_state_partitions: 8,
@@ -220,6 +240,33 @@ impl BrokerConfig {
         if (self.frame_bytes_max as i64) < self.message_max_bytes as i64 {
             return bad("frame_bytes_max must be at least message_max_bytes".into());
         }
+        if self.queued_request_bytes_max < u64::from(self.frame_bytes_max)
+            || self.queued_request_bytes_max > u64::from(u32::MAX)
+        {
+            return bad(format!(
+                "queued_request_bytes_max {} must be in frame_bytes_max ({})..={}",
+                self.queued_request_bytes_max,
+                self.frame_bytes_max,
+                u32::MAX
+            ));
+        }
+        if self.request_read_timeout_ms == 0 || self.connections_max_idle_ms == 0 {
+            return bad(
+                "request_read_timeout_ms and connections_max_idle_ms must be positive".into(),
+            );
+        }
+        if self.fetch_bytes_max < 1024 {
+            return bad(format!(
+                "fetch_bytes_max {} is too small",
+                self.fetch_bytes_max
+            ));
+        }
+        if self.message_timestamp_before_max_ms < 0 || self.message_timestamp_after_max_ms < 0 {
+            return bad("message_timestamp_before_max_ms and message_timestamp_after_max_ms must not be negative".into());
+        }
+        if self.groups_max == 0 {
+            return bad("groups_max must be positive".into());
+        }
         if self.in_flight_requests_max == 0 || self.connections_max == 0 {
             return bad("in_flight_requests_max and connections_max must be positive".into());
         }
@@ -263,6 +310,8 @@ impl BrokerConfig {
             max_size: self.group_max_size,
             offset_metadata_max_bytes: self.offset_metadata_max_bytes,
             offsets_retention_ms: self.offsets_retention_minutes * 60_000,
+            groups_max: self.groups_max,
+            ..exacta_coordinator::group::GroupConfig::default()
         }
     }
 
@@ -277,6 +326,8 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
     "exacta.write.guarantee",
     "max.message.bytes",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
     "retention.bytes",
     "retention.ms",
     "segment.bytes",
@@ -301,6 +352,8 @@ impl TopicConfigs<'_> {
             "cleanup.policy" => "delete".to_string(),
             "exacta.write.guarantee" => b.default_write_guarantee.name().to_string(),
             "max.message.bytes" => b.message_max_bytes.to_string(),
+            "message.timestamp.after.max.ms" => b.message_timestamp_after_max_ms.to_string(),
+            "message.timestamp.before.max.ms" => b.message_timestamp_before_max_ms.to_string(),
             "retention.bytes" => b.retention_bytes.to_string(),
             "retention.ms" => b.retention_ms.to_string(),
             "segment.bytes" => b.segment_bytes.to_string(),
@@ -326,15 +379,31 @@ impl TopicConfigs<'_> {
         }
     }
 
-    pub fn max_message_bytes(&self) -> i64 {
-        self.number("max.message.bytes")
+    /// What a produced batch must satisfy on this topic.
+    pub fn write_rules(&self) -> WriteRules {
+        WriteRules {
+            max_message_bytes: self.number("max.message.bytes"),
+            write_guarantee: self
+                .value("exacta.write.guarantee")
+                .and_then(|(v, _)| WriteGuarantee::parse(&v))
+                .unwrap_or_default(),
+            timestamp_before_max_ms: self.number("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: self.number("message.timestamp.after.max.ms"),
+        }
     }
+}
 
-    pub fn write_guarantee(&self) -> WriteGuarantee {
-        self.value("exacta.write.guarantee")
-            .and_then(|(v, _)| WriteGuarantee::parse(&v))
-            .unwrap_or_default()
-    }
+/// A topic's rules for produced batches, resolved from its configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteRules {
+    /// Largest batch (`max.message.bytes`).
+    pub max_message_bytes: i64,
+    /// Which producers may write (`exacta.write.guarantee`).
+    pub write_guarantee: WriteGuarantee,
+    /// How far in the past a record's create time may be (`message.timestamp.before.max.ms`).
+    pub timestamp_before_max_ms: i64,
+    /// How far in the future a record's create time may be (`message.timestamp.after.max.ms`).
+    pub timestamp_after_max_ms: i64,
 }
 
 /// Checks one topic config value; the error says why, for the client.
@@ -359,6 +428,7 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             WriteGuarantee::NAMES.join(", ")
         )),
         "max.message.bytes" => number(64, i32::MAX as i64),
+        "message.timestamp.after.max.ms" | "message.timestamp.before.max.ms" => number(0, i64::MAX),
         "retention.bytes" | "retention.ms" => number(-1, i64::MAX),
         "segment.bytes" => number(1024, i32::MAX as i64),
         "segment.ms" => number(1, i64::MAX),
@@ -409,13 +479,16 @@ mod tests {
             overrides: &overrides,
             broker: &broker,
         };
-        assert_eq!(configs.write_guarantee(), WriteGuarantee::Idempotent);
+        assert_eq!(
+            configs.write_rules().write_guarantee,
+            WriteGuarantee::Idempotent
+        );
         overrides.insert("exacta.write.guarantee".into(), "none".into());
         let configs = TopicConfigs {
             overrides: &overrides,
             broker: &broker,
         };
-        assert_eq!(configs.write_guarantee(), WriteGuarantee::None);
+        assert_eq!(configs.write_rules().write_guarantee, WriteGuarantee::None);
         assert!(validate_topic_config("unclean.leader.election.enable", "true").is_err());
     }
 }

@@ -1,5 +1,10 @@
 //! Internal topics (`__consumer_offsets`, `__transaction_state`): created at start with
 //! retention disabled, and replayed record by record to rebuild a coordinator.
+//!
+//! To ensure correctness: the coordinators assume none of these records is ever deleted
+//! (there is no compaction yet), so the configs that delete records are pinned
+//! ([`PINNED_CONFIGS`]) and [`check_configs`] refuses any alteration that would change
+//! them or shrink segments below sane minimums; retention never runs on these topics.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,12 +20,58 @@ pub fn open_topic(broker: &Broker, name: &str, partitions: i32) -> Result<Arc<To
     if let Some(topic) = broker.topic(name) {
         return Ok(topic);
     }
-    let keep_forever: BTreeMap<String, String> =
-        [("retention.ms", "-1"), ("retention.bytes", "-1")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-    broker.create_topic(name, partitions, keep_forever, false)
+    broker.create_topic(name, partitions, pinned_configs(), false)
+}
+
+/// Config overrides every internal topic has and keeps: nothing is deleted by age or size,
+/// and the cleanup policy stays `delete` (meaning: only retention deletes, and it is off).
+pub const PINNED_CONFIGS: &[(&str, &str)] = &[("retention.ms", "-1"), ("retention.bytes", "-1")];
+
+/// Smallest `segment.bytes` an internal topic may be given (a segment per few records
+/// would mean a file per few records).
+pub const SEGMENT_BYTES_MIN: i64 = 1 << 20;
+/// Smallest `segment.ms` an internal topic may be given.
+pub const SEGMENT_MS_MIN: i64 = 3_600_000;
+
+/// The pinned overrides as a config map.
+pub fn pinned_configs() -> BTreeMap<String, String> {
+    PINNED_CONFIGS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Checks the overrides an alteration would leave on internal topic `name`: the pinned
+/// configs unchanged, `cleanup.policy` only `delete`, segments not below the minimums.
+/// Other configs (`max.message.bytes`, `exacta.write.guarantee`) are free: they concern
+/// client writes, which internal topics never take.
+pub fn check_configs(name: &str, configs: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let refuse = |why: String| {
+        Err(ApiError::new(
+            ErrorCode::PolicyViolation,
+            format!("{name} is an internal topic holding coordinator state: {why}"),
+        ))
+    };
+    for (key, pinned) in PINNED_CONFIGS {
+        if configs.get(*key).map(String::as_str) != Some(*pinned) {
+            return refuse(format!(
+                "{key} must stay {pinned} (its records are never deleted)"
+            ));
+        }
+    }
+    if let Some(policy) = configs.get("cleanup.policy") {
+        if policy != "delete" {
+            return refuse(format!("cleanup.policy cannot be '{policy}'"));
+        }
+    }
+    let at_least = |key: &str, min: i64| -> Result<(), ApiError> {
+        match configs.get(key).map(|v| v.parse::<i64>()) {
+            Some(Ok(v)) if v < min => refuse(format!("{key} must be at least {min}, got {v}")),
+            _ => Ok(()),
+        }
+    };
+    at_least("segment.bytes", SEGMENT_BYTES_MIN)?;
+    at_least("segment.ms", SEGMENT_MS_MIN)
 }
 
 /// Calls `apply` with every record of every partition of `topic`, in log order.

@@ -1,5 +1,6 @@
 //! The Exacta broker: a single node that unmodified Kafka clients talk to.
 //!
+//! - [`frames`]: reading request frames within the size, memory and time limits.
 //! - [`server`]: the tokio listener and per-connection request pipeline (requests are
 //!   handled in arrival order; their answers may wait concurrently, e.g. for an fsync,
 //!   and are written back in order).
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod flusher;
+pub mod frames;
 pub mod groups;
 pub mod handlers;
 pub mod internal;

@@ -78,6 +78,14 @@ pub struct Metrics {
     requests: [AtomicU64; API_KEYS],
     request_seconds: [Histogram; API_KEYS],
     pub bad_requests: AtomicU64,
+    /// Bytes of requests read or being read and not yet answered (the request budget).
+    pub request_bytes_queued: AtomicU64,
+    /// Frames that had to wait for the request budget.
+    pub request_budget_waits: AtomicU64,
+    /// Connections closed by the read or idle timeout.
+    pub connections_timed_out: AtomicU64,
+    /// Connections refused at `connections_max`.
+    pub connections_refused: AtomicU64,
     pub produce_bytes: AtomicU64,
     pub fetch_bytes: AtomicU64,
     pub fsync_seconds: Histogram,
@@ -95,6 +103,10 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     requests: [const { AtomicU64::new(0) }; API_KEYS],
     request_seconds: [const { Histogram::new() }; API_KEYS],
     bad_requests: AtomicU64::new(0),
+    request_bytes_queued: AtomicU64::new(0),
+    request_budget_waits: AtomicU64::new(0),
+    connections_timed_out: AtomicU64::new(0),
+    connections_refused: AtomicU64::new(0),
     produce_bytes: AtomicU64::new(0),
     fetch_bytes: AtomicU64::new(0),
     fsync_seconds: Histogram::new(),
@@ -166,6 +178,34 @@ pub fn render(node: &Node) -> String {
         "exacta_bad_requests_total",
         "Connections closed for a frame or request that could not be served.",
         load(&m.bad_requests),
+    );
+    gauge_header(
+        &mut out,
+        "exacta_request_bytes_queued",
+        "Bytes of requests being read or awaiting their answer (bounded by queued_request_bytes_max).",
+    );
+    let _ = writeln!(
+        out,
+        "exacta_request_bytes_queued {}",
+        load(&m.request_bytes_queued)
+    );
+    counter(
+        &mut out,
+        "exacta_request_budget_waits_total",
+        "Request frames that waited for the request budget (backpressure).",
+        load(&m.request_budget_waits),
+    );
+    counter(
+        &mut out,
+        "exacta_connections_timed_out_total",
+        "Connections closed by request_read_timeout_ms or connections_max_idle_ms.",
+        load(&m.connections_timed_out),
+    );
+    counter(
+        &mut out,
+        "exacta_connections_refused_total",
+        "Connections closed at once because connections_max were open.",
+        load(&m.connections_refused),
     );
     counter(
         &mut out,

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use exacta_log::topics::{TopicMetadata, TopicStore};
@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use exacta_coordinator::producer_ids::ProducerIdManager;
 
-use crate::config::{validate_topic_config, BrokerConfig, FlushPolicy, TopicConfigs};
+use crate::config::{validate_topic_config, BrokerConfig, FlushPolicy, TopicConfigs, WriteRules};
 use crate::flusher::Flusher;
 
 /// Name of the marker a clean shutdown leaves in the data directory.
@@ -58,6 +58,7 @@ impl From<LogError> for ApiError {
             LogError::Producer(SequenceError::UnknownProducerId { .. }) => {
                 ErrorCode::UnknownProducerId
             }
+            LogError::Producer(SequenceError::InvalidTxnState { .. }) => ErrorCode::InvalidTxnState,
             other => {
                 tracing::error!(error = %other, "storage error");
                 ErrorCode::KafkaStorageError
@@ -87,8 +88,8 @@ pub struct Partition {
     /// Bumped whenever any HW moves; long-polling fetches wait on it.
     arrivals: Arc<watch::Sender<u64>>,
     flush_queued: AtomicBool,
-    max_message_bytes: AtomicI64,
-    write_guarantee: std::sync::atomic::AtomicU8,
+    /// What a produced batch must satisfy (from the topic's configs).
+    rules: RwLock<WriteRules>,
     flusher: Option<Flusher>,
 }
 
@@ -247,13 +248,9 @@ impl Partition {
         Ok(self.log().max_timestamp_offset()?)
     }
 
-    pub fn max_message_bytes(&self) -> i64 {
-        self.max_message_bytes.load(Ordering::Relaxed)
-    }
-
-    /// Which producers may write here (the topic's `exacta.write.guarantee`).
-    pub fn write_guarantee(&self) -> crate::config::WriteGuarantee {
-        crate::config::WriteGuarantee::from_u8(self.write_guarantee.load(Ordering::Relaxed))
+    /// What a produced batch must satisfy here (the topic's configs).
+    pub fn write_rules(&self) -> WriteRules {
+        *self.rules.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Fsyncs now (interval policy, shutdown).
@@ -286,10 +283,7 @@ impl Partition {
 
     fn set_topic_configs(&self, configs: &TopicConfigs<'_>) {
         self.log().set_config(configs.log_config());
-        self.max_message_bytes
-            .store(configs.max_message_bytes(), Ordering::Relaxed);
-        self.write_guarantee
-            .store(configs.write_guarantee() as u8, Ordering::Relaxed);
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = configs.write_rules();
     }
 
     pub fn size_bytes(&self) -> u64 {
@@ -426,8 +420,7 @@ impl Broker {
                 high_watermark: watch::channel(hw).0,
                 arrivals: Arc::clone(&self.arrivals),
                 flush_queued: AtomicBool::new(false),
-                max_message_bytes: AtomicI64::new(configs.max_message_bytes()),
-                write_guarantee: std::sync::atomic::AtomicU8::new(configs.write_guarantee() as u8),
+                rules: RwLock::new(configs.write_rules()),
                 flusher: self.flusher.clone(),
             }),
             info,
@@ -645,6 +638,9 @@ impl Broker {
         for (k, v) in &configs {
             validate_topic_config(k, v).map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
         }
+        if exacta_types::is_internal_topic(name) {
+            crate::internal::check_configs(name, &configs)?;
+        }
         if validate_only {
             return Ok(());
         }
@@ -688,8 +684,14 @@ impl Broker {
         let mut deleted = 0;
         let mut expired = 0;
         for topic in self.topics() {
+            // Coordinator state is never deleted (see `internal`), whatever the configs say.
+            let internal = exacta_types::is_internal_topic(&topic.name);
             for p in &topic.partitions {
-                match p.apply_retention(now) {
+                match if internal {
+                    Ok(0)
+                } else {
+                    p.apply_retention(now)
+                } {
                     Ok(n) => deleted += n,
                     Err(e) => {
                         tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")

@@ -4,7 +4,8 @@
 //! from one producer happen in the order sent) and queues its [`Reply`] future; a writer
 //! awaits the replies in order and writes them back. Up to `in_flight_requests_max`
 //! replies may be pending, which lets a pipelining producer's acks=all batches share one
-//! fsync. A frame that is oversized, malformed or of an unknown API closes that
+//! fsync. Frames are read within the broker's size, memory and time limits ([`crate::frames`]).
+//! A frame that is oversized, malformed, too slow or of an unknown API closes that
 //! connection only, with a warning.
 //!
 //! Shutdown (SIGTERM/SIGINT): stop accepting, stop reading new requests, let in-flight
@@ -16,15 +17,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
 use exacta_wire::frame::{decode_request, DecodeError};
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{BrokerConfig, FlushPolicy};
+use crate::frames::{FrameReader, RequestBudget};
 use crate::groups::GroupRuntime;
 use crate::handlers::{api_versions, dispatch, Reply};
 use crate::metrics::{Metrics, METRICS};
@@ -167,6 +168,7 @@ impl Server {
             background.spawn(flush_loop(Arc::clone(&broker)));
         }
         let connections_open = Arc::new(AtomicUsize::new(0));
+        let budget = RequestBudget::new(broker.config.queued_request_bytes_max);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -175,6 +177,7 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         if connections_open.load(Ordering::Acquire) >= broker.config.connections_max {
+                            Metrics::add(&METRICS.connections_refused, 1);
                             tracing::warn!(%peer, limit = broker.config.connections_max, "connection limit reached; closing new connection");
                             drop(stream);
                             continue;
@@ -183,8 +186,9 @@ impl Server {
                         let node = Arc::clone(&node);
                         let stop = stop_rx.clone();
                         let open = Arc::clone(&connections_open);
+                        let budget = budget.clone();
                         connections.spawn(async move {
-                            serve_connection(stream, peer, node, stop).await;
+                            serve_connection(stream, peer, node, budget, stop).await;
                             open.fetch_sub(1, Ordering::AcqRel);
                         });
                     }
@@ -253,51 +257,25 @@ async fn flush_loop(broker: Arc<Broker>) {
     }
 }
 
-/// Why a connection's frame could not be read.
-#[derive(Debug, thiserror::Error)]
-enum FrameError {
-    #[error("frame size {size} is outside 0..={max} (frame_bytes_max)")]
-    Size { size: i64, max: u32 },
-    #[error("reading: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Reads one size-prefixed frame; `None` at a clean end of stream.
-async fn read_frame(
-    reader: &mut tokio::net::tcp::OwnedReadHalf,
-    max: u32,
-) -> Result<Option<Bytes>, FrameError> {
-    let mut prefix = [0u8; 4];
-    match reader.read_exact(&mut prefix).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let size = i32::from_be_bytes(prefix);
-    if size < 0 || size as u32 > max {
-        return Err(FrameError::Size {
-            size: i64::from(size),
-            max,
-        });
-    }
-    let mut buf = BytesMut::zeroed(size as usize);
-    reader.read_exact(&mut buf).await?;
-    Ok(Some(buf.freeze()))
-}
-
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     node: Arc<Node>,
+    budget: RequestBudget,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Reply>(node.broker.config.in_flight_requests_max);
+    // Requests read and not yet answered on this connection.
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::clone(&unanswered);
     let writer = tokio::spawn(async move {
         let mut writer = BufWriter::with_capacity(64 << 10, writer);
         while let Some(reply) = rx.recv().await {
-            match reply.await {
+            let result = reply.await;
+            answered.fetch_sub(1, Ordering::AcqRel);
+            match result {
                 Ok(Some(bytes)) => {
                     if writer.write_all(&bytes).await.is_err() {
                         break;
@@ -316,14 +294,14 @@ async fn serve_connection(
         let _ = writer.flush().await;
         let _ = writer.shutdown().await;
     });
-    let max = node.broker.config.frame_bytes_max;
+    let frames = FrameReader::new(budget, &node.broker.config);
     loop {
         let frame = tokio::select! {
             biased;
             _ = stop.changed() => break,
-            frame = read_frame(&mut reader, max) => frame,
+            frame = frames.read(&mut reader, || unanswered.load(Ordering::Acquire) > 0) => frame,
         };
-        let frame = match frame {
+        let (frame, share) = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
@@ -343,6 +321,8 @@ async fn serve_connection(
                 let reply = dispatch(&node, peer, &header, request);
                 Box::pin(async move {
                     let result = reply.await;
+                    // The request's bytes return to the budget once it is answered.
+                    drop(share);
                     METRICS.request(api, arrived.elapsed());
                     if let Ok(Some(bytes)) = &result {
                         crate::metrics::count_errors(api, version, bytes);
@@ -371,6 +351,7 @@ async fn serve_connection(
                 break;
             }
         };
+        unanswered.fetch_add(1, Ordering::AcqRel);
         if tx.send(reply).await.is_err() {
             break;
         }

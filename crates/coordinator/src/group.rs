@@ -37,6 +37,12 @@ pub struct GroupConfig {
     pub offset_metadata_max_bytes: usize,
     /// Offsets of an empty group are deleted this long after it became empty.
     pub offsets_retention_ms: i64,
+    /// Groups this coordinator holds at most; a request that would create another is
+    /// answered COORDINATOR_NOT_AVAILABLE (retriable: empty groups expire).
+    pub groups_max: usize,
+    /// An empty group without offsets (nothing durable to keep) is forgotten this long
+    /// after it became empty.
+    pub empty_group_retention_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -48,6 +54,8 @@ impl Default for GroupConfig {
             max_size: 10_000,
             offset_metadata_max_bytes: 4096,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            groups_max: 100_000,
+            empty_group_retention_ms: 60_000,
         }
     }
 }
@@ -621,6 +629,23 @@ impl GroupCoordinator {
         &self.config
     }
 
+    /// The group, created (empty) if new and the coordinator holds fewer than
+    /// `groups_max` groups.
+    fn group_or_create(&mut self, group_id: &str, now: i64) -> Result<&mut Group, ErrorCode> {
+        if !self.groups.contains_key(group_id) && self.groups.len() >= self.config.groups_max {
+            tracing::warn!(
+                group = group_id,
+                groups_max = self.config.groups_max,
+                "refusing a new group: the coordinator holds groups_max groups"
+            );
+            return Err(ErrorCode::CoordinatorNotAvailable);
+        }
+        Ok(self
+            .groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| Group::new(group_id, now)))
+    }
+
     /// JoinGroup. The reply may come in this output or a later one.
     pub fn join(&mut self, req: JoinRequest, reply: ReplyId, now: i64) -> Output {
         let mut out = Output::default();
@@ -638,16 +663,21 @@ impl GroupCoordinator {
             fail(&mut out, ErrorCode::InvalidSessionTimeout);
             return out;
         }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            fail(&mut out, ErrorCode::InconsistentGroupProtocol);
+            return out;
+        }
         let config = self.config.clone();
-        let group = self
-            .groups
-            .entry(req.group_id.clone())
-            .or_insert_with(|| Group::new(&req.group_id, now));
-        if req.protocol_type.is_empty()
-            || req.protocols.is_empty()
-            || (!group.members.is_empty()
-                && (group.protocol_type.as_deref() != Some(req.protocol_type.as_str())
-                    || group.common_protocols(Some(&req.protocols)).is_empty()))
+        let group = match self.group_or_create(&req.group_id, now) {
+            Ok(group) => group,
+            Err(e) => {
+                fail(&mut out, e);
+                return out;
+            }
+        };
+        if !group.members.is_empty()
+            && (group.protocol_type.as_deref() != Some(req.protocol_type.as_str())
+                || group.common_protocols(Some(&req.protocols)).is_empty())
         {
             fail(&mut out, ErrorCode::InconsistentGroupProtocol);
             return out;
@@ -735,6 +765,10 @@ impl GroupCoordinator {
                     return out;
                 }
             } else if req.require_known_member_id {
+                if group.pending_members.len() >= config.max_size {
+                    fail(&mut out, ErrorCode::GroupMaxSizeReached);
+                    return out;
+                }
                 let id = new_member_id(&req.client_id);
                 group
                     .pending_members
@@ -1023,10 +1057,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(ErrorCode::InvalidGroupId);
         }
-        let group = self
-            .groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| Group::new(group_id, now));
+        let group = self.group_or_create(group_id, now)?;
         if let Some(instance) = instance_id {
             if group
                 .static_members
@@ -1243,9 +1274,15 @@ impl GroupCoordinator {
                 group.prepare_rebalance("member session expired", now, &config, &mut out);
             }
             group.maybe_complete_join(now, &mut out);
+            let empty_for = now.saturating_sub(group.state_timestamp);
             if group.state == GroupState::Empty
-                && now - group.state_timestamp >= config.offsets_retention_ms
+                && group.offsets.is_empty()
+                && group.pending_members.is_empty()
+                && empty_for >= config.empty_group_retention_ms
             {
+                // Nothing durable to keep: a group some request created and left.
+                dead.push(group.id.clone());
+            } else if group.state == GroupState::Empty && empty_for >= config.offsets_retention_ms {
                 for (topic, partition) in std::mem::take(&mut group.offsets).into_keys() {
                     out.records.push(Record::Offset {
                         group: group.id.clone(),

@@ -347,7 +347,8 @@ impl PartitionLog {
         }
         let full = active.size() + incoming_bytes > self.config.segment_bytes;
         let old = active.first_batch_timestamp() >= 0
-            && incoming_timestamp - active.first_batch_timestamp() > self.config.segment_ms;
+            && incoming_timestamp.saturating_sub(active.first_batch_timestamp())
+                > self.config.segment_ms;
         // Relative offsets and positions in the indexes are u32.
         let index_full = self.next_offset - active.base_offset() > i64::from(u32::MAX) - (1 << 20)
             || active.size() + incoming_bytes > u64::from(u32::MAX);
@@ -479,7 +480,9 @@ impl PartitionLog {
     /// segments were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         let expired = |s: &LogSegment, cfg: &LogConfig| {
-            cfg.retention_ms >= 0 && !s.is_empty() && now_ms - s.max_timestamp() > cfg.retention_ms
+            cfg.retention_ms >= 0
+                && !s.is_empty()
+                && now_ms.saturating_sub(s.max_timestamp()) > cfg.retention_ms
         };
         if expired(self.active(), &self.config) {
             self.roll()?;

@@ -89,6 +89,8 @@ pub enum SequenceError {
     },
     #[error("unknown producer {producer_id} sent sequence {sequence}; a new producer starts at 0")]
     UnknownProducerId { producer_id: i64, sequence: i32 },
+    #[error("producer {producer_id} has an open transaction here: expected a transactional batch")]
+    InvalidTxnState { producer_id: i64 },
 }
 
 /// The verdict on a batch that passed the checks.
@@ -251,7 +253,8 @@ impl ProducerStateManager {
         let before = self.producers.len();
         // A producer with an open transaction is kept: its first offset holds the LSO.
         self.producers.retain(|_, e| {
-            e.current_txn_first_offset >= 0 || now_ms - e.last_timestamp < expiration_ms
+            e.current_txn_first_offset >= 0
+                || now_ms.saturating_sub(e.last_timestamp) < expiration_ms
         });
         before - self.producers.len()
     }
@@ -369,6 +372,13 @@ fn check_one(entry: Option<&ProducerEntry>, h: &BatchHeader) -> Result<Verdict, 
         }
         return Ok(Verdict::Append);
     };
+    if entry.current_txn_first_offset >= 0 && !h.is_transactional() {
+        // Kafka's "Expected transactional write from producer": a plain batch cannot join
+        // (or slip past) an open transaction.
+        return Err(SequenceError::InvalidTxnState {
+            producer_id: h.producer_id,
+        });
+    }
     if h.producer_epoch < entry.epoch {
         return Err(SequenceError::InvalidProducerEpoch {
             producer_id: h.producer_id,

@@ -84,6 +84,7 @@ pub enum ErrorCode {
     UnsupportedCompressionType = 76,
     InvalidRecord = 87,
     UnknownTopicId = 100,
+    InvalidRegularExpression = 128,
 }
 
 impl ErrorCode {
@@ -147,6 +148,7 @@ impl ErrorCode {
             76 => ErrorCode::UnsupportedCompressionType,
             87 => ErrorCode::InvalidRecord,
             100 => ErrorCode::UnknownTopicId,
+            128 => ErrorCode::InvalidRegularExpression,
             _ => return None,
         })
     }
@@ -218,6 +220,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
             ErrorCode::InvalidRecord => "INVALID_RECORD",
             ErrorCode::UnknownTopicId => "UNKNOWN_TOPIC_ID",
+            ErrorCode::InvalidRegularExpression => "INVALID_REGULAR_EXPRESSION",
         }
     }
 }

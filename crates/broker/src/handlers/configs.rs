@@ -199,6 +199,11 @@ fn alter_resource(
             |configs| {
                 if replace {
                     configs.clear();
+                    // The internal topics' pinned overrides are not the client's to drop
+                    // by leaving them out; changing them is refused by the policy check.
+                    if exacta_types::is_internal_topic(name) {
+                        configs.extend(crate::internal::pinned_configs());
+                    }
                 }
                 for op in ops {
                     apply(configs, op)?;

@@ -1,6 +1,6 @@
 //! Fetch (key 1): whole batches below the high watermark, long-polling until `min_bytes`
-//! are available or `max_wait_ms` passes. `max_bytes` and `partition_max_bytes` bound the
-//! answer, except that the first batch of the first non-empty partition is returned even
+//! are available or `max_wait_ms` passes. `max_bytes` (at most the broker's
+//! `fetch_bytes_max`) and `partition_max_bytes` bound the answer, except that the first batch of the first non-empty partition is returned even
 //! if larger (KIP-74), so a consumer can always make progress.
 //!
 //! Fetch sessions (KIP-227) are not kept: every answer has session id 0, which tells the
@@ -47,7 +47,8 @@ pub fn handle(broker: &Arc<Broker>, request: FetchRequest, ctx: Ctx) -> Reply {
 /// One pass over the requested partitions: the response, its record bytes, and whether
 /// any partition had an error (which ends the long poll at once, as in Kafka).
 fn build(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
-    let mut remaining = request.max_bytes.max(0) as usize;
+    // The broker's `fetch_bytes_max` bounds every answer, whatever the client asks for.
+    let mut remaining = request.max_bytes.clamp(0, broker.config.fetch_bytes_max) as usize;
     let mut total = 0usize;
     let mut has_error = false;
     let mut response = FetchResponse::default();

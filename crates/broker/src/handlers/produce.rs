@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use exacta_types::ErrorCode;
-use exacta_wire::batch::validate_produced;
+use exacta_wire::batch::{validate_produced, BatchHeader};
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{message, Ctx, Reply};
 use crate::config::FlushPolicy;
-use crate::config::WriteGuarantee;
+use crate::config::{WriteGuarantee, WriteRules};
 use crate::partitions::{ApiError, Partition};
 use crate::Node;
 
@@ -119,23 +119,16 @@ fn append(
         )
     })?;
     let records = data.records.unwrap_or_default();
-    validate(
-        &records,
-        partition.max_message_bytes(),
-        partition.write_guarantee(),
-        topic,
-    )?;
+    let batch = validate(&records, &partition.write_rules(), topic, crate::now_ms())?;
     let mut buf = BytesMut::from(&records[..]);
-    let first = exacta_wire::batch::BatchHeader::parse_header(&records)
-        .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
-    let info = if first.is_transactional() {
+    let info = if batch.is_transactional() {
         // Only into an open transaction that contains this partition, checked and
         // appended atomically with respect to the transaction's end.
         let (info, added) = node
             .txns
             .verified(
-                first.producer_id,
-                first.producer_epoch,
+                batch.producer_id,
+                batch.producer_epoch,
                 topic,
                 data.index,
                 version >= V2_MIN_VERSION,
@@ -155,53 +148,155 @@ fn append(
     Ok((partition, info))
 }
 
-/// Checks every batch in a partition's records: whole, valid, within the size limit, and
-/// from a producer the topic's `exacta.write.guarantee` admits.
+/// Checks a partition's records: one whole, valid batch, within the size limit, with
+/// timestamps in the topic's window, from a producer the topic's `exacta.write.guarantee`
+/// admits. Returns its header.
 fn validate(
     records: &Bytes,
-    max_message_bytes: i64,
-    guarantee: WriteGuarantee,
+    rules: &WriteRules,
     topic: &str,
-) -> Result<(), ApiError> {
+    now_ms: i64,
+) -> Result<BatchHeader, ApiError> {
+    let max_message_bytes = rules.max_message_bytes;
+    let guarantee = rules.write_guarantee;
     if records.is_empty() {
         return Err(ApiError::new(
             ErrorCode::CorruptMessage,
             "no record batch in the request",
         ));
     }
-    let mut position = 0;
-    while position < records.len() {
-        let header = validate_produced(&records[position..])
-            .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
-        if header.size() as i64 > max_message_bytes {
-            return Err(ApiError::new(
-                ErrorCode::MessageTooLarge,
-                format!(
-                    "batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
-                    header.size()
-                ),
-            ));
+    let header =
+        validate_produced(records).map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
+    // Exactly one batch per partition (Kafka's rule for Produce v3+): every check below,
+    // and the transaction and sequence checks of the append, are made on that batch, so
+    // a second batch could otherwise ride along unchecked.
+    if header.size() != records.len() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRecord,
+            format!(
+                "Produce v3+ must carry exactly one record batch per partition; \
+                 found {} bytes after the first batch of {}",
+                records.len() - header.size(),
+                header.size()
+            ),
+        ));
+    }
+    if header.size() as i64 > max_message_bytes {
+        return Err(ApiError::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
+                header.size()
+            ),
+        ));
+    }
+    check_timestamps(&header, rules, now_ms)?;
+    let refused = match guarantee {
+        WriteGuarantee::None => None,
+        WriteGuarantee::Idempotent if header.producer_id < 0 => {
+            Some("idempotent or transactional producers (set enable.idempotence=true)")
         }
-        let refused = match guarantee {
-            WriteGuarantee::None => None,
-            WriteGuarantee::Idempotent if header.producer_id < 0 => {
-                Some("idempotent or transactional producers (set enable.idempotence=true)")
-            }
-            WriteGuarantee::Transactional if !header.is_transactional() => {
-                Some("transactional producers (set transactional.id)")
-            }
-            _ => None,
+        WriteGuarantee::Transactional if !header.is_transactional() => {
+            Some("transactional producers (set transactional.id)")
+        }
+        _ => None,
+    };
+    if let Some(who) = refused {
+        return Err(ApiError::new(
+            ErrorCode::PolicyViolation,
+            format!(
+                "topic {topic} accepts writes only from {who}: exacta.write.guarantee={}",
+                guarantee.name()
+            ),
+        ));
+    }
+    Ok(header)
+}
+
+/// Timestamp of a record without one (magic 2 allows it).
+const NO_TIMESTAMP: i64 = -1;
+
+/// Kafka's `message.timestamp.before.max.ms` / `after.max.ms` rules for create times,
+/// checked on the batch's first and largest timestamps (the per-record deltas inside a
+/// compressed batch are not decompressed here). A negative timestamp other than -1 is
+/// refused too: no client sends one, and the log computes with them.
+fn check_timestamps(header: &BatchHeader, rules: &WriteRules, now_ms: i64) -> Result<(), ApiError> {
+    for timestamp in [header.base_timestamp, header.max_timestamp] {
+        if timestamp == NO_TIMESTAMP {
+            continue;
+        }
+        let refused = if timestamp < 0 {
+            Some("is negative".to_string())
+        } else if now_ms.saturating_sub(timestamp) > rules.timestamp_before_max_ms {
+            Some(format!(
+                "is more than message.timestamp.before.max.ms={} in the past",
+                rules.timestamp_before_max_ms
+            ))
+        } else if timestamp.saturating_sub(now_ms) > rules.timestamp_after_max_ms {
+            Some(format!(
+                "is more than message.timestamp.after.max.ms={} in the future",
+                rules.timestamp_after_max_ms
+            ))
+        } else {
+            None
         };
-        if let Some(who) = refused {
+        if let Some(why) = refused {
             return Err(ApiError::new(
-                ErrorCode::PolicyViolation,
-                format!(
-                    "topic {topic} accepts writes only from {who}: exacta.write.guarantee={}",
-                    guarantee.name()
-                ),
+                ErrorCode::InvalidTimestamp,
+                format!("record timestamp {timestamp} {why} (broker time {now_ms})"),
             ));
         }
-        position += header.size();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> WriteRules {
+        WriteRules {
+            max_message_bytes: 1 << 20,
+            write_guarantee: WriteGuarantee::None,
+            timestamp_before_max_ms: 1_000,
+            timestamp_after_max_ms: 1_000,
+        }
+    }
+
+    fn header(base: i64, max: i64) -> BatchHeader {
+        let batch = exacta_wire::batch::build_keyed_batch(
+            &[(b"k".to_vec(), Some(b"v".to_vec()))],
+            base,
+            None,
+        );
+        BatchHeader {
+            max_timestamp: max,
+            ..BatchHeader::parse_header(&batch).unwrap()
+        }
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_are_invalid() {
+        let now = 1_000_000;
+        assert!(check_timestamps(&header(now, now), &rules(), now).is_ok());
+        assert!(check_timestamps(&header(NO_TIMESTAMP, NO_TIMESTAMP), &rules(), now).is_ok());
+        for (base, max) in [
+            (now - 1_001, now),
+            (now, now + 1_001),
+            (i64::MIN, now),
+            (now, i64::MAX),
+            (-2, now),
+        ] {
+            let e = check_timestamps(&header(base, max), &rules(), now).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidTimestamp, "{base} {max}");
+        }
+        // The defaults: nothing too old, an hour into the future.
+        let defaults = WriteRules {
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
+            ..rules()
+        };
+        assert!(check_timestamps(&header(0, 0), &defaults, now).is_ok());
+        assert!(check_timestamps(&header(now, now + 3_600_001), &defaults, now).is_err());
+    }
 }

@@ -23,16 +23,30 @@ impl Drop for Broker {
     }
 }
 
+/// The broker binary under test: this build's, or `EXACTA_TEST_BIN` (to show that a test
+/// fails against an older build).
+pub fn binary() -> std::path::PathBuf {
+    std::env::var_os("EXACTA_TEST_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_exacta").into())
+}
+
 /// Starts the broker with a TOML `config` (may be empty).
 pub fn start_with(config: &str) -> Broker {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), config, &[])
+}
+
+/// Starts the broker on the data in `dir` (kept, so a test can restart on it), with a TOML
+/// `config` and extra environment variables.
+pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Broker {
     let config_path = dir.path().join("exacta.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_exacta"))
+    let mut child = Command::new(binary())
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .arg("--config")
         .arg(&config_path)
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -55,6 +69,49 @@ pub fn start_with(config: &str) -> Broker {
 
 pub fn start() -> Broker {
     start_with("")
+}
+
+impl Broker {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the broker process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kb * 1024
+    }
+
+    /// The exit code once the process has exited, waiting up to `timeout`; `None` if it
+    /// is still running then.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<Option<i32>> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGKILLs the broker and hands back its data directory.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self._dir, placeholder)
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
 }
 
 pub struct Conn {
@@ -142,4 +199,253 @@ impl Conn {
         }
         Resp::decode(&mut frame, version).map_err(|e| format!("decoding the response: {e}"))
     }
+}
+
+impl Conn {
+    /// Writes raw bytes (a hand-made or partial frame).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Whether the broker closed this connection within `timeout` (reads and discards
+    /// anything it sends meanwhile).
+    pub fn closed_within(&mut self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < deadline {
+            self.stream
+                .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+                .unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return true,
+            }
+        }
+        self.stream.set_read_timeout(None).unwrap();
+        false
+    }
+}
+
+fn name(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+/// Creates a topic; panics unless it was created.
+pub fn create_topic(c: &mut Conn, topic: &str, partitions: i32) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+        .with_name(TopicName(name(topic)))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)]);
+    let created: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &request);
+    assert_eq!(created.topics[0].error_code, 0, "creating {topic}");
+}
+
+/// Sends `records` as one partition's data; returns that partition's answer.
+pub fn produce(
+    c: &mut Conn,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    records: Vec<u8>,
+) -> produce_response::PartitionProduceResponse {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(name(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(Bytes::from(records)))])]);
+    let response: ProduceResponse = c.call(ApiKey::Produce, version, &request);
+    response.responses[0].partition_responses[0].clone()
+}
+
+/// The latest offset a reader at `isolation` (0 uncommitted, 1 committed) sees: the high
+/// watermark or the last stable offset.
+pub fn latest_offset(c: &mut Conn, topic: &str, partition: i32, isolation: i8) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(isolation)
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(name(topic)))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(partition)
+                .with_timestamp(-1)])]);
+    let response: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 5, &request);
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0, "ListOffsets {topic}-{partition}");
+    p.offset
+}
+
+/// InitProducerId for a transactional id: (producer id, epoch).
+pub fn init_transactional(c: &mut Conn, transactional_id: &str) -> (i64, i16) {
+    let init: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(TransactionalId(name(transactional_id))))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(init.error_code, 0, "InitProducerId {transactional_id}");
+    (init.producer_id.0, init.producer_epoch)
+}
+
+/// AddPartitionsToTxn v3; the partition's error code.
+pub fn add_partition(
+    c: &mut Conn,
+    transactional_id: &str,
+    (pid, epoch): (i64, i16),
+    topic: &str,
+    partition: i32,
+) -> i16 {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    let request = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(name(transactional_id)))
+        .with_v3_and_below_producer_id(ProducerId(pid))
+        .with_v3_and_below_producer_epoch(epoch)
+        .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+            .with_name(TopicName(name(topic)))
+            .with_partitions(vec![partition])]);
+    let response: AddPartitionsToTxnResponse = c.call(ApiKey::AddPartitionsToTxn, 3, &request);
+    response.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code
+}
+
+/// EndTxn v3; its error code.
+pub fn end_txn(
+    c: &mut Conn,
+    transactional_id: &str,
+    (pid, epoch): (i64, i16),
+    commit: bool,
+) -> i16 {
+    let request = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(name(transactional_id)))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_committed(commit);
+    let response: EndTxnResponse = c.call(ApiKey::EndTxn, 3, &request);
+    response.error_code
+}
+
+/// Every record batch of a partition, read_uncommitted from offset 0 (to compare data
+/// before and after an attack).
+pub fn read_all(c: &mut Conn, topic: &str, partition: i32) -> Vec<u8> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let mut offset = 0;
+    let mut all = Vec::new();
+    loop {
+        let fetch = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes(8 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(name(topic)))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(8 << 20)])]);
+        let fetched: FetchResponse = c.call(ApiKey::Fetch, 11, &fetch);
+        let p = &fetched.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "fetching {topic}-{partition}");
+        let records = p.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            return all;
+        }
+        let last = exacta_wire::batch::Batches::new(&records)
+            .last()
+            .map(|(_, h)| h.last_offset())
+            .expect("whole batches");
+        all.extend_from_slice(&records);
+        offset = last + 1;
+    }
+}
+
+/// After an attack: a new client is served, and a committed transaction on `topic` moves
+/// the last stable offset (read_committed consumers advance).
+pub fn assert_healthy(broker: &Broker, topic: &str) {
+    let mut c = Conn::new(broker);
+    let _: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let id = format!("health-{topic}");
+    let producer = init_transactional(&mut c, &id);
+    let before = latest_offset(&mut c, topic, 0, 1);
+    assert_eq!(add_partition(&mut c, &id, producer, topic, 0), 0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let batch = exacta_wire::batch::build_transactional_batch(
+        &[b"healthy".to_vec()],
+        now_ms,
+        (producer.0, producer.1, 0),
+    );
+    assert_eq!(produce(&mut c, 7, topic, 0, batch).error_code, 0);
+    assert_eq!(end_txn(&mut c, &id, producer, true), 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while latest_offset(&mut c, topic, 0, 1) <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last stable offset of {topic} did not advance past {before}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// IncrementalAlterConfigs SET of one topic config; panics unless it succeeded.
+pub fn alter_topic_config(c: &mut Conn, topic: &str, key: &str, value: &str) {
+    let code = try_alter_topic_config(c, topic, key, Some(value), 0).0;
+    assert_eq!(code, 0, "setting {key}={value} on {topic}");
+}
+
+/// IncrementalAlterConfigs of one topic config (`op`: 0 SET, 1 DELETE); the error code and
+/// message.
+pub fn try_alter_topic_config(
+    c: &mut Conn,
+    topic: &str,
+    key: &str,
+    value: Option<&str>,
+    op: i8,
+) -> (i16, Option<String>) {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(name(topic))
+            .with_configs(vec![AlterableConfig::default()
+                .with_name(name(key))
+                .with_config_operation(op)
+                .with_value(value.map(name))]),
+    ]);
+    let response: IncrementalAlterConfigsResponse =
+        c.call(ApiKey::IncrementalAlterConfigs, 1, &request);
+    let r = &response.responses[0];
+    (
+        r.error_code,
+        r.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+/// A topic config's value as DescribeConfigs reports it.
+pub fn describe_topic_config(c: &mut Conn, topic: &str, key: &str) -> Option<String> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let request =
+        DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(name(topic))
+            .with_configuration_keys(Some(vec![name(key)]))]);
+    let response: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &request);
+    response.results[0]
+        .configs
+        .first()
+        .and_then(|e| e.value.as_ref().map(|v| v.to_string()))
 }

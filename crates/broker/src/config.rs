@@ -240,14 +240,12 @@ impl BrokerConfig {
         if (self.frame_bytes_max as i64) < self.message_max_bytes as i64 {
             return bad("frame_bytes_max must be at least message_max_bytes".into());
         }
-        if self.queued_request_bytes_max < u64::from(self.frame_bytes_max)
-            || self.queued_request_bytes_max > u64::from(u32::MAX)
-        {
+        let (_, large_frames) = crate::frames::RequestBudget::pools(self.queued_request_bytes_max);
+        if large_frames < u64::from(self.frame_bytes_max) {
             return bad(format!(
-                "queued_request_bytes_max {} must be in frame_bytes_max ({})..={}",
-                self.queued_request_bytes_max,
-                self.frame_bytes_max,
-                u32::MAX
+                "queued_request_bytes_max {} leaves {large_frames} bytes for large frames \
+                 (an eighth is kept for small ones): less than frame_bytes_max {}",
+                self.queued_request_bytes_max, self.frame_bytes_max
             ));
         }
         if self.request_read_timeout_ms == 0 || self.connections_max_idle_ms == 0 {

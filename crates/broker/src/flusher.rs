@@ -6,9 +6,11 @@
 //! flushed offset and high watermark, which releases the waiting acks=all producers and
 //! long-polling consumers. One fsync thus covers every batch that arrived before it began.
 //!
-//! To ensure correctness: an fsync error is fatal. After a failed fsync the kernel may
-//! have dropped the dirty pages, so a retry that succeeds proves nothing (PostgreSQL's
-//! "fsyncgate"); the broker logs and exits, and recovery rescans on restart.
+//! To ensure correctness: an fsync error is fatal, here and everywhere else (every fsync
+//! goes through `exacta_log::sync_file`, whose failure handler is [`fatal_fsync_error`]).
+//! After a failed fsync the kernel may have dropped the dirty pages, so a retry that
+//! succeeds proves nothing (PostgreSQL's "fsyncgate"); the broker logs and exits, and
+//! recovery rescans on restart.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -73,21 +75,24 @@ fn run(rx: mpsc::Receiver<Message>) {
         for p in group.drain(..) {
             let (file, offset) = p.take_flush_target();
             let started = std::time::Instant::now();
-            let synced = exacta_log::sync_file(&file, false);
+            // Does not return if the fsync fails (see `fatal_fsync_error`).
+            exacta_log::sync_file(&file, false);
             crate::metrics::METRICS
                 .fsync_seconds
                 .observe(started.elapsed());
-            if let Err(e) = synced {
-                fatal_fsync_error(&e);
-            }
             p.flushed(offset);
         }
     }
 }
 
-/// Logs an fsync failure and exits: the only safe answer (see the module docs).
-pub fn fatal_fsync_error(error: &dyn std::fmt::Display) -> ! {
-    tracing::error!(%error, "fsync failed; exiting so that recovery can validate the log");
-    eprintln!("exacta: fatal: fsync failed: {error}");
-    std::process::exit(70)
+/// Exit code of the broker after a failed fsync.
+pub const FSYNC_FAILED_EXIT_CODE: i32 = 70;
+
+/// Logs an fsync failure and exits: the only safe answer (see the module docs). Installed
+/// as the storage's fsync-failure handler, so it covers every fsync: segments, indexes,
+/// snapshots, topic metadata and directories, during appends, rolls and recovery alike.
+pub fn fatal_fsync_error(path: &std::path::Path, error: &std::io::Error) -> ! {
+    tracing::error!(path = %path.display(), %error, "fsync failed; exiting so that recovery can validate the log");
+    eprintln!("exacta: fatal: fsync of {} failed: {error}", path.display());
+    std::process::exit(FSYNC_FAILED_EXIT_CODE)
 }

@@ -11,9 +11,12 @@
 //! frame must arrive whole within `request_read_timeout_ms`; a connection that sends no
 //! frame for `connections_max_idle_ms` is closed.
 //!
+//! An eighth of the budget is reserved for frames up to [`SMALL_FRAME_BYTES`] (heartbeats,
+//! commits, metadata, small produces), so a flood of large frames slows only large ones.
+//!
 //! To ensure correctness: a frame's bytes are taken from the budget all at once (never
 //! partly), so readers waiting for the budget hold none of it and cannot deadlock each
-//! other; `frame_bytes_max <= queued_request_bytes_max` (checked at start), so every
+//! other; `frame_bytes_max` fits in the large frames' pool (checked at start), so every
 //! admissible frame can eventually be read.
 
 use std::sync::atomic::Ordering;
@@ -28,29 +31,54 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::BrokerConfig;
 use crate::metrics::{Metrics, METRICS};
 
-/// The broker-wide budget of request bytes.
+/// Frames up to this size draw on a reserved part of the budget, so that a flood of large
+/// frames cannot hold up heartbeats, commits and metadata requests.
+pub const SMALL_FRAME_BYTES: u32 = 64 << 10;
+
+/// The part of the budget (1/`SMALL_SHARE`) reserved for small frames.
+const SMALL_SHARE: u64 = 8;
+
+/// The broker-wide budget of request bytes: one pool for frames up to
+/// [`SMALL_FRAME_BYTES`] and one for larger frames.
 #[derive(Debug, Clone)]
 pub struct RequestBudget {
-    bytes: Arc<Semaphore>,
+    small: Arc<Semaphore>,
+    large: Arc<Semaphore>,
 }
 
 impl RequestBudget {
     pub fn new(bytes_max: u64) -> Self {
-        let permits = usize::try_from(bytes_max)
-            .unwrap_or(usize::MAX)
-            .min(Semaphore::MAX_PERMITS);
+        let (small, large) = Self::pools(bytes_max);
+        let permits = |n: u64| {
+            usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(Semaphore::MAX_PERMITS)
+        };
         Self {
-            bytes: Arc::new(Semaphore::new(permits)),
+            small: Arc::new(Semaphore::new(permits(small))),
+            large: Arc::new(Semaphore::new(permits(large))),
         }
+    }
+
+    /// The (small, large) pool sizes of a budget of `bytes_max`; the largest admissible
+    /// frame is the large pool's size.
+    pub fn pools(bytes_max: u64) -> (u64, u64) {
+        let small = (bytes_max / SMALL_SHARE).max(u64::from(SMALL_FRAME_BYTES));
+        (small, bytes_max.saturating_sub(small))
     }
 
     /// Takes `bytes` from the budget, waiting until they are free.
     async fn take(&self, bytes: u32) -> RequestBytes {
-        let permit = match Arc::clone(&self.bytes).try_acquire_many_owned(bytes) {
+        let pool = if bytes <= SMALL_FRAME_BYTES {
+            &self.small
+        } else {
+            &self.large
+        };
+        let permit = match Arc::clone(pool).try_acquire_many_owned(bytes) {
             Ok(permit) => permit,
             Err(_) => {
                 Metrics::add(&METRICS.request_budget_waits, 1);
-                Arc::clone(&self.bytes)
+                Arc::clone(pool)
                     .acquire_many_owned(bytes)
                     .await
                     .expect("the request budget is never closed")
@@ -171,24 +199,31 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_makes_readers_wait_and_refills() {
-        let budget = RequestBudget::new(100);
-        let a = budget.take(60).await;
-        let b = budget.take(40).await;
+        let budget = RequestBudget::new(8 << 20);
+        let (small, large) = RequestBudget::pools(8 << 20);
+        assert_eq!((small, large), (1 << 20, 7 << 20));
+        let a = budget.take(4 << 20).await;
+        let b = budget.take(3 << 20).await;
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.take(50).await }
+            async move { budget.take(2 << 20).await }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !waiting.is_finished(),
-            "the budget is spent: the reader waits"
+            "the large pool is spent: the reader waits"
         );
+        // Small frames still pass.
+        let small_frame = tokio::time::timeout(Duration::from_secs(1), budget.take(1000))
+            .await
+            .expect("small frames have their own pool");
         drop(a);
         let c = tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
             .expect("bytes returned to the budget release the reader")
             .unwrap();
-        drop((b, c));
-        assert_eq!(budget.bytes.available_permits(), 100);
+        drop((b, c, small_frame));
+        assert_eq!(budget.large.available_permits(), 7 << 20);
+        assert_eq!(budget.small.available_permits(), 1 << 20);
     }
 }

@@ -339,6 +339,7 @@ impl Broker {
     /// Without the clean-shutdown marker, every partition's active segment is rescanned
     /// and its torn tail truncated. The marker is removed before any new write.
     pub fn open(config: BrokerConfig) -> Result<Arc<Self>, OpenError> {
+        exacta_log::on_fsync_failure(crate::flusher::fatal_fsync_error);
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| OpenError::Io(data_dir.clone(), e))?;
         let lock_path = data_dir.join(LOCK_FILE);
@@ -671,7 +672,7 @@ impl Broker {
         for topic in self.topics() {
             for p in &topic.partitions {
                 if let Err(e) = p.flush() {
-                    crate::flusher::fatal_fsync_error(&e);
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
                 }
             }
         }

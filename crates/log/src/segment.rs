@@ -97,7 +97,8 @@ impl LogSegment {
     ///
     /// With `rescan` (the active segment after an unclean shutdown, or a segment without
     /// index files) every batch is read and CRC-checked, the file is truncated after the
-    /// last valid batch and the indexes are rebuilt. Otherwise the index files are loaded.
+    /// last valid batch, fsynced, and the indexes are rebuilt. Otherwise the index files
+    /// are loaded.
     /// Returns the segment and the number of bytes truncated.
     pub fn open(
         dir: &Path,
@@ -126,9 +127,10 @@ impl LogSegment {
                 .file
                 .set_len(valid)
                 .map_err(LogError::io("truncate segment", &segment.path))?;
-            crate::sync_file(&segment.file, true)
-                .map_err(LogError::io("fsync segment", &segment.path))?;
         }
+        // What the rescan accepted may have been only in the page cache (a crash of the
+        // process, not of the machine): make it durable before anything counts it so.
+        crate::sync_file(&segment.file, true);
         Ok((segment, truncated))
     }
 
@@ -433,7 +435,7 @@ impl LogSegment {
 
     /// Fsyncs the segment file, then writes and fsyncs both index files.
     pub fn seal(&self) -> Result<(), LogError> {
-        crate::sync_file(&self.file, false).map_err(LogError::io("fsync segment", &self.path))?;
+        crate::sync_file(&self.file, false);
         let mut offsets = Vec::with_capacity(self.offset_index.len() * 8);
         for e in &self.offset_index {
             offsets.extend_from_slice(&e.relative_offset.to_be_bytes());

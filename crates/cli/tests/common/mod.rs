@@ -245,6 +245,19 @@ pub fn create_topic(c: &mut Conn, topic: &str, partitions: i32) {
     assert_eq!(created.topics[0].error_code, 0, "creating {topic}");
 }
 
+/// An acks=all Produce request of one batch for partition 0 of `topic`.
+pub fn produce_request(topic: &str, records: Vec<u8>) -> ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(name(topic)))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(records)))])])
+}
+
 /// Sends `records` as one partition's data; returns that partition's answer.
 pub fn produce(
     c: &mut Conn,

@@ -636,11 +636,11 @@ impl Broker {
         let topic = self.existing(name)?;
         let mut configs = topic.configs.clone();
         edit(&mut configs)?;
-        for (k, v) in &configs {
-            validate_topic_config(k, v).map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
-        }
         if exacta_types::is_internal_topic(name) {
             crate::internal::check_configs(name, &configs)?;
+        }
+        for (k, v) in &configs {
+            validate_topic_config(k, v).map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
         }
         if validate_only {
             return Ok(());

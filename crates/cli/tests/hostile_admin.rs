@@ -39,7 +39,11 @@ fn transactional_id_patterns_cannot_crash_or_freeze_the_broker() {
     // The exponential one is answered at once, and meanwhile the coordinator serves others.
     let started = Instant::now();
     let slow = list_transactions(&mut c, &"a*".repeat(12)).expect("an answer");
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(slow.error_code, 0);
     assert!(slow.transaction_states.is_empty(), "no id is only a's");
     let mut other = Conn::new(&broker);
@@ -54,9 +58,15 @@ fn transactional_id_patterns_cannot_crash_or_freeze_the_broker() {
             .map(|t| t.transactional_id.0.to_string())
             .collect()
     };
-    assert_eq!(ids(list_transactions(&mut c, "orders-.*").unwrap()), ["orders-eu-1"]);
+    assert_eq!(
+        ids(list_transactions(&mut c, "orders-.*").unwrap()),
+        ["orders-eu-1"]
+    );
     assert!(ids(list_transactions(&mut c, "orders").unwrap()).is_empty());
-    assert_eq!(ids(list_transactions(&mut c, "a+b").unwrap()), [long_id.clone()]);
+    assert_eq!(
+        ids(list_transactions(&mut c, "a+b").unwrap()),
+        [long_id.clone()]
+    );
     let invalid = list_transactions(&mut c, "(unclosed").unwrap();
     assert_eq!(invalid.error_code, 128, "INVALID_REGULAR_EXPRESSION");
     assert_healthy(&broker, "patterns");
@@ -146,7 +156,10 @@ fn clients_cannot_make_the_coordinator_hold_unbounded_groups() {
     create_topic(&mut c, "groups-topic", 1);
     // Invalid joins are refused before any group exists.
     for i in 0..50 {
-        assert_eq!(join(&mut c, &format!("bogus-{i}"), ""), INCONSISTENT_GROUP_PROTOCOL);
+        assert_eq!(
+            join(&mut c, &format!("bogus-{i}"), ""),
+            INCONSISTENT_GROUP_PROTOCOL
+        );
     }
     assert_eq!(group_count(&mut c), 0, "a refused request creates no group");
     // Simple-consumer commits create groups up to groups_max, then are refused (retriable).
@@ -154,7 +167,10 @@ fn clients_cannot_make_the_coordinator_hold_unbounded_groups() {
         .map(|i| commit_offset(&mut c, &format!("g-{i}"), "groups-topic"))
         .collect();
     assert!(codes[..20].iter().all(|&e| e == 0), "{codes:?}");
-    assert!(codes[20..].iter().all(|&e| e == COORDINATOR_NOT_AVAILABLE), "{codes:?}");
+    assert!(
+        codes[20..].iter().all(|&e| e == COORDINATOR_NOT_AVAILABLE),
+        "{codes:?}"
+    );
     assert_eq!(group_count(&mut c), 20);
     // Existing groups are still served.
     assert_eq!(commit_offset(&mut c, "g-3", "groups-topic"), 0);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: formatting and lints, the Rust unit and integration tests, and the
+# Runs every test: formatting and lints, the Rust unit and integration tests (the
+# hostile-client suites among them), every fuzz target for a bounded time, and the
 # interoperability suite that starts the real `exacta` binary and drives it with real
 # Kafka clients (librdkafka through confluent-kafka, kafka-python, aiokafka and kafkajs).
 # Installs what it needs: a Python venv in .venv with the pinned client libraries, and the
@@ -23,4 +24,6 @@ cargo fmt --all --check
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo build --release --locked --bin exacta --bin exacta-verify
 cargo test --release --locked --workspace
+# Every fuzz target for a bounded time (full-length runs: FUZZ_SECONDS=600 scripts/fuzz.sh).
+FUZZ_SECONDS="${FUZZ_SECONDS:-15}" scripts/fuzz.sh
 EXACTA_BIN="$PWD/target/release/exacta" .venv/bin/pytest tests/interop "$@"

@@ -140,7 +140,9 @@ pub async fn produce(cluster: &mut Cluster, args: ProduceArgs) -> anyhow::Result
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: records.len() as i64,
-            sequence: -1,
+            // The encoder starts a new batch when offset - sequence changes; one batch per
+            // partition is what Produce takes (its base sequence is -1: not idempotent).
+            sequence: (records.len() as i32).wrapping_sub(1),
             timestamp: now,
             key: key.map(Bytes::from),
             value: Some(Bytes::from(value)),

@@ -290,17 +290,23 @@ pub fn render(node: &Node) -> String {
 
     // Transactions open now.
     let now = crate::now_ms();
-    let (open, oldest_ms) = node.txns.with(|state| {
-        let mut open = 0u64;
-        let mut oldest = 0i64;
-        for (_, meta) in state.all() {
-            if meta.state.name() == "Ongoing" {
-                open += 1;
-                oldest = oldest.max(now - meta.start_ms);
+    let (open, oldest_ms) = node
+        .txns
+        .each(|state| {
+            let mut open = 0u64;
+            let mut oldest = 0i64;
+            for (_, meta) in state.all() {
+                if meta.state.name() == "Ongoing" {
+                    open += 1;
+                    oldest = oldest.max(now.saturating_sub(meta.start_ms));
+                }
             }
-        }
-        (open, oldest)
-    });
+            (open, oldest)
+        })
+        .into_iter()
+        .fold((0, 0), |(n, o), (shard_n, shard_o)| {
+            (n + shard_n, o.max(shard_o))
+        });
     gauge_header(
         &mut out,
         "exacta_transactions_open",

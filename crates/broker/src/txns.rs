@@ -2,15 +2,23 @@
 //! timeouts, recovery, and the check that a transactional write belongs to an open
 //! transaction.
 //!
+//! The state is split in one [`TxnCoordinator`] per `__transaction_state` partition (a
+//! transactional id lives in the partition its name hashes to, as on Kafka), each behind
+//! its own lock: producers whose ids live in different partitions never wait for each
+//! other. A producer id is mapped to its partition through a cache filled on InitProducerId
+//! and at load (a producer id belongs to one transactional id for good, so a cached entry
+//! is never wrong; a miss asks every partition).
+//!
 //! To ensure correctness: ending a transaction is Prepare record durable → a marker in every
 //! partition durable → Complete record appended → answer (a lost Complete is redone from
-//! the Prepare at restart). A transactional produce is checked
-//! and appended under the coordinator lock, so it either precedes the Prepare record (and
-//! is covered by the markers) or is refused; it can never land after a marker and start a
-//! hanging transaction.
+//! the Prepare at restart). A transactional produce is checked and appended under the lock
+//! of its transactional id's partition, where that id's Prepare record is also written, so
+//! it either precedes the Prepare record (and is covered by the markers) or is refused; it
+//! can never land after a marker and start a hanging transaction. Records are appended
+//! under the same lock, so each partition's log order is its state order.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -36,7 +44,10 @@ pub struct TxnRuntime {
     broker: Arc<Broker>,
     groups: Arc<GroupRuntime>,
     partitions: i32,
-    state: Mutex<TxnCoordinator>,
+    /// One coordinator per `__transaction_state` partition, indexed by partition.
+    shards: Vec<Mutex<TxnCoordinator>>,
+    /// Producer id → shard (a cache, see the module docs).
+    producer_shards: RwLock<HashMap<i64, usize>>,
 }
 
 impl std::fmt::Debug for TxnRuntime {
@@ -57,13 +68,17 @@ impl TxnRuntime {
     ) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
         let topic = crate::internal::open_topic(&broker, TXN_TOPIC, partitions)?;
-        let mut coordinator = TxnCoordinator::new(config);
+        let shard_count = topic.partitions.len();
+        let mut shards: Vec<TxnCoordinator> = (0..shard_count)
+            .map(|_| TxnCoordinator::new(config.clone()))
+            .collect();
         let mut loaded = 0usize;
         crate::internal::replay(&topic, |record| {
             let Some(key) = record.key else { return };
             match TxnRecord::from_key_value(&key, record.value.as_deref()) {
                 Ok(r) => {
-                    coordinator.apply(&r);
+                    let shard = partition_for(&r.transactional_id, shard_count as i32) as usize;
+                    shards[shard].apply(&r);
                     loaded += 1;
                 }
                 Err(e) => {
@@ -71,8 +86,14 @@ impl TxnRuntime {
                 }
             }
         })?;
+        let mut producer_shards = HashMap::new();
+        for (shard, coordinator) in shards.iter().enumerate() {
+            for (_, meta) in coordinator.all() {
+                producer_shards.insert(meta.producer_id, shard);
+            }
+        }
         tracing::info!(
-            transactional_ids = coordinator.all().count(),
+            transactional_ids = shards.iter().map(|c| c.all().count()).sum::<usize>(),
             records = loaded,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "transaction coordinator loaded"
@@ -84,17 +105,58 @@ impl TxnRuntime {
         Ok(Self {
             broker,
             groups,
-            partitions: topic.partitions.len() as i32,
-            state: Mutex::new(coordinator),
+            partitions: shard_count as i32,
+            shards: shards.into_iter().map(Mutex::new).collect(),
+            producer_shards: RwLock::new(producer_shards),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, TxnCoordinator> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// The shard of a transactional id.
+    fn shard_of(&self, transactional_id: &str) -> usize {
+        partition_for(transactional_id, self.partitions) as usize
     }
 
-    pub fn with<T>(&self, f: impl FnOnce(&TxnCoordinator) -> T) -> T {
-        f(&self.lock())
+    fn lock(&self, shard: usize) -> MutexGuard<'_, TxnCoordinator> {
+        self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock of the shard holding `producer_id`, if any shard does.
+    fn lock_producer(&self, producer_id: i64) -> Option<MutexGuard<'_, TxnCoordinator>> {
+        let cached = self
+            .producer_shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&producer_id)
+            .copied();
+        if let Some(shard) = cached {
+            return Some(self.lock(shard));
+        }
+        for shard in 0..self.shards.len() {
+            let state = self.lock(shard);
+            if state.knows_producer(producer_id) {
+                self.remember_producer(producer_id, shard);
+                return Some(state);
+            }
+        }
+        None
+    }
+
+    fn remember_producer(&self, producer_id: i64, shard: usize) {
+        self.producer_shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(producer_id, shard);
+    }
+
+    /// Runs `f` on the coordinator of `transactional_id`.
+    pub fn with_id<T>(&self, transactional_id: &str, f: impl FnOnce(&TxnCoordinator) -> T) -> T {
+        f(&self.lock(self.shard_of(transactional_id)))
+    }
+
+    /// Runs `f` on every shard's coordinator in turn (one lock at a time) and collects the
+    /// results.
+    pub fn each<T>(&self, mut f: impl FnMut(&TxnCoordinator) -> T) -> Vec<T> {
+        (0..self.shards.len()).map(|s| f(&self.lock(s))).collect()
     }
 
     /// Appends records (call with the lock held, so log order is state order).
@@ -143,7 +205,8 @@ impl TxnRuntime {
         // At most one abort of an open transaction, then the epoch bump.
         for _ in 0..3 {
             let step = {
-                let mut state = self.lock();
+                let shard = self.shard_of(id);
+                let mut state = self.lock(shard);
                 let broker = &self.broker;
                 let mut allocate = || {
                     broker
@@ -162,11 +225,14 @@ impl TxnRuntime {
                         record,
                         producer_id,
                         epoch,
-                    } => Step::Done(
-                        self.append(&[record]).map_err(|e| e.code)?,
-                        producer_id,
-                        epoch,
-                    ),
+                    } => {
+                        self.remember_producer(producer_id, shard);
+                        Step::Done(
+                            self.append(&[record]).map_err(|e| e.code)?,
+                            producer_id,
+                            epoch,
+                        )
+                    }
                     InitOutcome::AbortFirst(plan) => {
                         let waits = self
                             .append(std::slice::from_ref(&plan.prepare))
@@ -204,7 +270,7 @@ impl TxnRuntime {
         partitions: &[(String, i32)],
     ) -> Result<(), ErrorCode> {
         let waits = {
-            let mut state = self.lock();
+            let mut state = self.lock(self.shard_of(id));
             match state.add_partitions(id, producer_id, epoch, partitions, crate::now_ms())? {
                 Some(record) => self.append(&[record]).map_err(|e| e.code)?,
                 None => Vec::new(),
@@ -222,7 +288,7 @@ impl TxnRuntime {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        self.lock()
+        self.lock(self.shard_of(id))
             .verify_partitions(id, producer_id, epoch, partitions)
     }
 
@@ -237,7 +303,7 @@ impl TxnRuntime {
         v2: bool,
     ) -> Result<(i64, i16), ErrorCode> {
         let (plan, waits) = {
-            let mut state = self.lock();
+            let mut state = self.lock(self.shard_of(id));
             match state.begin_end(id, producer_id, epoch, commit, v2, crate::now_ms())? {
                 EndOutcome::AlreadyDone => {
                     return state
@@ -307,7 +373,7 @@ impl TxnRuntime {
         // the (idempotent) markers again and completes; anything appended later to this
         // transactional id's log comes after it, so it cannot survive without it.
         {
-            let mut state = self.lock();
+            let mut state = self.lock(self.shard_of(&plan.transactional_id));
             if let Some(record) = state.complete(&plan.transactional_id, crate::now_ms()) {
                 self.append(&[record]).map_err(|e| e.code)?;
             }
@@ -329,7 +395,12 @@ impl TxnRuntime {
         implicit: bool,
         append: impl FnOnce() -> Result<T, ApiError>,
     ) -> Result<(T, Vec<Durable>), ApiError> {
-        let mut state = self.lock();
+        let mut state = self.lock_producer(producer_id).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidProducerIdMapping,
+                format!("producer {producer_id} belongs to no transactional id"),
+            )
+        })?;
         let mut waits = Vec::new();
         if implicit {
             let added = state
@@ -364,7 +435,7 @@ impl TxnRuntime {
     /// [`TxnCoordinator::abort_producer`]); `None` when it has none.
     pub async fn abort_producer(&self, producer_id: i64) -> Option<Result<(), ErrorCode>> {
         let (plan, waits) = {
-            let mut state = self.lock();
+            let mut state = self.lock_producer(producer_id)?;
             let plan = state.abort_producer(producer_id, crate::now_ms())?;
             match self.append(std::slice::from_ref(&plan.prepare)) {
                 Ok(waits) => (plan, waits),
@@ -379,7 +450,11 @@ impl TxnRuntime {
     /// Finishes transactions left in Prepare* by a restart, then times out open ones and
     /// expires idle ids, every 100 ms.
     pub async fn tick_loop(self: Arc<Self>) {
-        let unfinished = self.with(|s| s.unfinished());
+        let unfinished: Vec<EndPlan> = self
+            .each(|s| s.unfinished())
+            .into_iter()
+            .flatten()
+            .collect();
         for plan in unfinished {
             tracing::info!(transactional_id = %plan.transactional_id, commit = plan.commit, "completing a transaction prepared before the restart");
             if let Err(e) = self.finish(plan).await {
@@ -389,32 +464,107 @@ impl TxnRuntime {
         let mut every = tokio::time::interval(Duration::from_millis(100));
         loop {
             every.tick().await;
-            let work = {
-                let mut state = self.lock();
-                let (plans, tombstones) = state.tick(crate::now_ms());
-                let mut records: Vec<TxnRecord> = plans.iter().map(|p| p.prepare.clone()).collect();
-                records.extend(tombstones);
-                if records.is_empty() {
-                    continue;
-                }
-                self.append(&records).map(|waits| (plans, waits))
-            };
-            match work {
-                Ok((plans, waits)) => {
-                    // Each plan aborts a timed-out transaction with an epoch bump.
-                    Metrics::add(&METRICS.txns_timed_out, plans.len() as u64);
-                    Metrics::add(&METRICS.fencings, plans.len() as u64);
-                    Self::durable(waits).await;
-                    for plan in plans {
-                        if let Err(e) = self.finish(plan).await {
-                            tracing::error!(error = %e, "could not abort a timed-out transaction");
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e.message, "transaction coordinator tick could not write")
-                }
+            for shard in 0..self.shards.len() {
+                self.tick_shard(shard).await;
             }
         }
+    }
+
+    /// Times out open transactions and expires idle ids of one shard.
+    async fn tick_shard(&self, shard: usize) {
+        let work = {
+            let mut state = self.lock(shard);
+            let (plans, tombstones) = state.tick(crate::now_ms());
+            let mut records: Vec<TxnRecord> = plans.iter().map(|p| p.prepare.clone()).collect();
+            records.extend(tombstones);
+            if records.is_empty() {
+                return;
+            }
+            self.append(&records).map(|waits| (plans, waits))
+        };
+        match work {
+            Ok((plans, waits)) => {
+                // Each plan aborts a timed-out transaction with an epoch bump.
+                Metrics::add(&METRICS.txns_timed_out, plans.len() as u64);
+                Metrics::add(&METRICS.fencings, plans.len() as u64);
+                Self::durable(waits).await;
+                for plan in plans {
+                    if let Err(e) = self.finish(plan).await {
+                        tracing::error!(error = %e, "could not abort a timed-out transaction");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e.message, "transaction coordinator tick could not write")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    fn runtime(dir: &std::path::Path) -> Arc<TxnRuntime> {
+        let config = BrokerConfig {
+            data_dir: dir.to_path_buf(),
+            ..BrokerConfig::default()
+        };
+        let (group_config, txn_config) = (config.group_config(), config.txn_config());
+        let broker = Broker::open(config).unwrap();
+        let groups = Arc::new(GroupRuntime::open(Arc::clone(&broker), group_config, 4).unwrap());
+        Arc::new(TxnRuntime::open(broker, groups, txn_config, 4).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transactional_ids_of_different_partitions_do_not_wait_for_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(dir.path());
+        let a = "id-a".to_string();
+        let b = (0..)
+            .map(|i| format!("id-b-{i}"))
+            .find(|b| rt.shard_of(b) != rt.shard_of(&a))
+            .unwrap();
+        let same = (0..)
+            .map(|i| format!("id-a-{i}"))
+            .find(|s| rt.shard_of(s) == rt.shard_of(&a))
+            .unwrap();
+        // Something holds id-a's partition for a second.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = {
+            let rt = Arc::clone(&rt);
+            std::thread::spawn(move || {
+                rt.with_id(&a, |_| {
+                    held_tx.send(()).unwrap();
+                    std::thread::sleep(Duration::from_secs(1));
+                })
+            })
+        };
+        held_rx.recv().unwrap();
+        let started = Instant::now();
+        let (pid, _) = rt.init_producer_id(&b, 60_000, None).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "another partition's id waited {:?}",
+            started.elapsed()
+        );
+        rt.init_producer_id(&same, 60_000, None).await.unwrap();
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "an id of the held partition must wait for it"
+        );
+        holder.join().unwrap();
+        // The producer id finds its partition (cached, and by asking every partition).
+        rt.producer_shards.write().unwrap().clear();
+        let verified = rt.verified(pid, 0, "t", 0, false, || Ok(()));
+        assert_eq!(verified.unwrap_err().code, ErrorCode::InvalidTxnState);
+        let unknown = rt.verified(pid + 1000, 0, "t", 0, false, || Ok(()));
+        assert_eq!(
+            unknown.unwrap_err().code,
+            ErrorCode::InvalidProducerIdMapping
+        );
     }
 }

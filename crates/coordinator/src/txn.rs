@@ -593,6 +593,11 @@ impl TxnCoordinator {
         self.txns.get(id)
     }
 
+    /// Whether a transactional id of this coordinator holds `producer_id`.
+    pub fn knows_producer(&self, producer_id: i64) -> bool {
+        self.by_producer.contains_key(&producer_id)
+    }
+
     pub fn all(&self) -> impl Iterator<Item = (&String, &TxnMetadata)> {
         self.txns.iter()
     }

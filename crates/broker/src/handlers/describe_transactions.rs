@@ -15,7 +15,7 @@ use crate::Node;
 pub fn handle(node: &Node, request: DescribeTransactionsRequest) -> DescribeTransactionsResponse {
     let mut response = DescribeTransactionsResponse::default();
     for id in request.transactional_ids {
-        let meta = node.txns.with(|c| c.get(&id).cloned());
+        let meta = node.txns.with_id(&id, |c| c.get(&id).cloned());
         let state = match meta {
             None => TransactionState::default()
                 .with_transactional_id(id)

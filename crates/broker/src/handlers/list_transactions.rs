@@ -110,16 +110,21 @@ pub fn handle(node: &Node, request: ListTransactionsRequest) -> ListTransactions
         .collect();
     let states: HashSet<&str> = request.state_filters.iter().map(|s| s.as_str()).collect();
     let producers: HashSet<i64> = request.producer_id_filters.iter().map(|p| p.0).collect();
-    let listed: Vec<Listed> = node.txns.with(|c| {
-        c.all()
-            .map(|(id, m)| Listed {
-                transactional_id: id.clone(),
-                producer_id: m.producer_id,
-                state: m.state.name(),
-                start_ms: m.start_ms,
-            })
-            .collect()
-    });
+    let listed: Vec<Listed> = node
+        .txns
+        .each(|c| {
+            c.all()
+                .map(|(id, m)| Listed {
+                    transactional_id: id.clone(),
+                    producer_id: m.producer_id,
+                    state: m.state.name(),
+                    start_ms: m.start_ms,
+                })
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
     response.transaction_states = listed
         .into_iter()
         .filter(|t| states.is_empty() || states.contains(t.state))

@@ -21,7 +21,7 @@ done
 bench() { target/release/exacta-bench --bootstrap-server "127.0.0.1:$port" "$@"; }
 probe() {
     bench --topic probe --records "${1:-20000}" --record-size 100 --acks all --idempotent \
-        --rate 2000 --linger-ms 0 --produce-only | grep -E "produce ack latency"
+        --rate 2000 --linger-ms 0 --produce-only --warmup | grep -E "produce ack latency"
 }
 probe 2000 >/dev/null   # creates the topic; the runs below start warm
 echo "## probe alone: $(probe)"

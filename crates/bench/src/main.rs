@@ -72,6 +72,11 @@ struct Args {
     /// only meaningful below saturation; at full speed they measure client queueing.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Before the timed records, deliver one untimed record per producer (connections,
+    /// producer id and metadata ready), so the first percent of latencies is not the
+    /// client's start-up.
+    #[arg(long)]
+    warmup: bool,
 }
 
 struct Stats {
@@ -314,6 +319,27 @@ fn produce(
     }
     let records = args.records / producers;
     let partition = (index % args.partitions as u64) as i32;
+    let start = if args.warmup && !args.transactional {
+        let warm = BaseRecord::<(), [u8], _>::with_opaque_to(topic, Box::new(Instant::now()))
+            .payload(&b"warmup"[..])
+            .partition(partition);
+        producer
+            .send(warm)
+            .map_err(|(e, _)| anyhow::anyhow!("warm-up record: {e}"))?;
+        producer
+            .flush(Duration::from_secs(30))
+            .context("warm-up flush")?;
+        // The warm-up record is not one of the measured ones.
+        stats.delivered.fetch_sub(1, Ordering::Relaxed);
+        stats
+            .latencies_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        Instant::now().max(start)
+    } else {
+        start
+    };
     let rate = args.rate as f64 / producers as f64;
     let mut commit_us: Vec<u32> = Vec::new();
     let mut value = vec![b'x'; args.record_size];

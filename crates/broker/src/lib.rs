@@ -54,3 +54,16 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// Runs blocking storage work (fsyncs, reads that may miss the page cache) without
+/// stalling the other tasks of an async worker: on the multi-thread runtime the worker
+/// first hands them to another thread (`block_in_place`); elsewhere it just runs `work`.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}

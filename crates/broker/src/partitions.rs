@@ -101,8 +101,17 @@ impl Partition {
     }
 
     /// Appends validated batches; with `flush_policy = "always"` queues a group fsync.
+    /// An append that rolls the segment (fsyncs) runs off the async worker.
     pub fn append(self: &Arc<Self>, batches: &mut [u8]) -> Result<AppendInfo, ApiError> {
-        let info = self.log().append(batches)?;
+        let info = {
+            let mut log = self.log();
+            if log.append_rolls(batches) {
+                drop(log);
+                crate::blocking(|| self.log().append(batches))?
+            } else {
+                log.append(batches)?
+            }
+        };
         if !info.duplicate {
             self.after_append(info.last_offset);
         }

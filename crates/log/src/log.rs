@@ -341,9 +341,16 @@ impl PartitionLog {
     /// As Kafka's `LogSegment.shouldRoll`, age is measured between the segment's first batch
     /// and the incoming one, so replaying old data does not roll at every batch.
     fn maybe_roll(&mut self, incoming_bytes: u64, incoming_timestamp: i64) -> Result<(), LogError> {
+        if self.roll_due(incoming_bytes, incoming_timestamp) {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    fn roll_due(&self, incoming_bytes: u64, incoming_timestamp: i64) -> bool {
         let active = self.active();
         if active.is_empty() {
-            return Ok(());
+            return false;
         }
         let full = active.size() + incoming_bytes > self.config.segment_bytes;
         let old = active.first_batch_timestamp() >= 0
@@ -352,10 +359,13 @@ impl PartitionLog {
         // Relative offsets and positions in the indexes are u32.
         let index_full = self.next_offset - active.base_offset() > i64::from(u32::MAX) - (1 << 20)
             || active.size() + incoming_bytes > u64::from(u32::MAX);
-        if full || old || index_full {
-            self.roll()?;
-        }
-        Ok(())
+        full || old || index_full
+    }
+
+    /// Whether appending `batches` would first roll the active segment (fsyncs: a slow
+    /// call the caller may want to make off an async worker).
+    pub fn append_rolls(&self, batches: &[u8]) -> bool {
+        Batches::new(batches).any(|(_, h)| self.roll_due(h.size() as u64, h.max_timestamp))
     }
 
     /// Seals the active segment (fsync, index files) and starts a new one at the LEO.

@@ -29,7 +29,8 @@ pub fn handle(broker: &Arc<Broker>, request: FetchRequest, ctx: Ctx) -> Reply {
         let mut arrivals = broker.subscribe_arrivals();
         loop {
             arrivals.borrow_and_update();
-            let (response, bytes, has_error) = build(&broker, &request, ctx.version);
+            let (response, bytes, has_error) =
+                crate::blocking(|| build(&broker, &request, ctx.version));
             if bytes >= min_bytes.max(1) || has_error || tokio::time::Instant::now() >= deadline {
                 return ctx.encode(&response);
             }
@@ -37,7 +38,7 @@ pub fn handle(broker: &Arc<Broker>, request: FetchRequest, ctx: Ctx) -> Reply {
                 .await
                 .is_err()
             {
-                let (response, _, _) = build(&broker, &request, ctx.version);
+                let (response, _, _) = crate::blocking(|| build(&broker, &request, ctx.version));
                 return ctx.encode(&response);
             }
         }

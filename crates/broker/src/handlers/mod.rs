@@ -1,6 +1,8 @@
 //! One module per Kafka API. [`dispatch`] does a request's synchronous work at once (so
 //! appends happen in arrival order) and returns a [`Reply`] future for the part that may
-//! wait (an fsync for acks=all, a long-polling fetch).
+//! wait (an fsync for acks=all, a long-polling fetch). Work that fsyncs in place (topic
+//! admin, an append that rolls a segment) or reads the log (Fetch) runs through
+//! [`crate::blocking`], so it does not stall the other tasks of its async worker.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -96,12 +98,20 @@ pub fn dispatch(
         Request::Produce(r) => produce::handle(node, r, ctx),
         Request::Fetch(r) => fetch::handle(broker, r, ctx),
         Request::ListOffsets(r) => ctx.ready(&list_offsets::handle(broker, r, ctx.version)),
-        Request::CreateTopics(r) => ctx.ready(&create_topics::handle(broker, r, ctx.version)),
-        Request::DeleteTopics(r) => ctx.ready(&delete_topics::handle(broker, r, ctx.version)),
-        Request::CreatePartitions(r) => ctx.ready(&create_partitions::handle(broker, r)),
+        Request::CreateTopics(r) => ctx.ready(&crate::blocking(|| {
+            create_topics::handle(broker, r, ctx.version)
+        })),
+        Request::DeleteTopics(r) => ctx.ready(&crate::blocking(|| {
+            delete_topics::handle(broker, r, ctx.version)
+        })),
+        Request::CreatePartitions(r) => {
+            ctx.ready(&crate::blocking(|| create_partitions::handle(broker, r)))
+        }
         Request::DescribeConfigs(r) => ctx.ready(&configs::describe(broker, r)),
-        Request::AlterConfigs(r) => ctx.ready(&configs::alter_all(broker, r)),
-        Request::IncrementalAlterConfigs(r) => ctx.ready(&configs::alter(broker, r)),
+        Request::AlterConfigs(r) => ctx.ready(&crate::blocking(|| configs::alter_all(broker, r))),
+        Request::IncrementalAlterConfigs(r) => {
+            ctx.ready(&crate::blocking(|| configs::alter(broker, r)))
+        }
         Request::DescribeCluster(r) => ctx.ready(&describe_cluster::handle(broker, r)),
         Request::InitProducerId(r) => later(node, ctx, move |n| async move {
             init_producer_id::handle(&n, r, ctx.version).await

@@ -6,15 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin exacta --bin exacta-bench
-data=$(mktemp -d)
-target/release/exacta serve --listen 127.0.0.1:0 --data-dir "$data" 2> "$data.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data" "$data.log"' EXIT
-for _ in $(seq 100); do
-    port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$data.log" | grep -oE '[0-9]+$' || true)
-    [ -n "$port" ] && break
-    sleep 0.1
-done
+. scripts/broker.sh
+start_broker target/release/exacta
 bench() { echo "## exacta-bench $*"; target/release/exacta-bench --bootstrap-server "127.0.0.1:$port" "$@"; echo; }
 bench --records 1000000 --record-size 1024 --acks 1 --produce-only
 bench --records 1000000 --record-size 1024 --acks all --produce-only

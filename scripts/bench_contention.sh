@@ -8,16 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin exacta --bin exacta-bench >/dev/null
 binary="${1:-target/release/exacta}"
-data=$(mktemp -d)
-printf 'segment_bytes = 16777216\n' > "$data.toml"
-"$binary" serve --listen 127.0.0.1:0 --data-dir "$data" --config "$data.toml" 2> "$data.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data" "$data.log" "$data.toml"' EXIT
-for _ in $(seq 100); do
-    port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$data.log" | grep -oE '[0-9]+$' || true)
-    [ -n "$port" ] && break
-    sleep 0.1
-done
+. scripts/broker.sh
+start_broker "$binary" $'segment_bytes = 16777216\n'
+data="$broker_data"
 bench() { target/release/exacta-bench --bootstrap-server "127.0.0.1:$port" "$@"; }
 probe() {
     bench --topic probe --records "${1:-20000}" --record-size 100 --acks all --idempotent \

@@ -78,7 +78,7 @@ fn a_failed_fsync_during_a_roll_stops_the_broker() {
         match c.try_call::<_, kafka_protocol::messages::ProduceResponse>(
             kafka_protocol::messages::ApiKey::Produce,
             7,
-            &produce_request("fsync-victim", batch),
+            &produce_request("fsync-victim", 0, batch),
         ) {
             Ok(r) => answers.push(r.responses[0].partition_responses[0].error_code),
             Err(_) => break,

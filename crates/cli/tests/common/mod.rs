@@ -245,8 +245,8 @@ pub fn create_topic(c: &mut Conn, topic: &str, partitions: i32) {
     assert_eq!(created.topics[0].error_code, 0, "creating {topic}");
 }
 
-/// An acks=all Produce request of one batch for partition 0 of `topic`.
-pub fn produce_request(topic: &str, records: Vec<u8>) -> ProduceRequest {
+/// An acks=all Produce request of one batch for `partition` of `topic`.
+pub fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     ProduceRequest::default()
         .with_acks(-1)
@@ -254,7 +254,7 @@ pub fn produce_request(topic: &str, records: Vec<u8>) -> ProduceRequest {
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(name(topic)))
             .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
+                .with_index(partition)
                 .with_records(Some(Bytes::from(records)))])])
 }
 
@@ -266,15 +266,7 @@ pub fn produce(
     partition: i32,
     records: Vec<u8>,
 ) -> produce_response::PartitionProduceResponse {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(name(topic)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(Bytes::from(records)))])]);
+    let request = produce_request(topic, partition, records);
     let response: ProduceResponse = c.call(ApiKey::Produce, version, &request);
     response.responses[0].partition_responses[0].clone()
 }

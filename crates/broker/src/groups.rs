@@ -2,14 +2,20 @@
 //! `__consumer_offsets` partitions, replays them on start, appends the records the state
 //! machine emits and delivers its replies once those records are durable.
 //!
-//! To ensure correctness: records are appended while the state lock is held, so the log
-//! order is the order of state changes; offset records are applied to the visible state
+//! Groups are split in one [`GroupCoordinator`] per `__consumer_offsets` partition (a group
+//! lives in the partition its id hashes to, as on Kafka), each with its own lock, so
+//! members of groups in different partitions never wait for each other. `groups_max` is
+//! one budget shared by all of them (each operation may use the room left; concurrent
+//! operations on different partitions can overshoot it by at most one group each).
+//!
+//! To ensure correctness: records are appended while the partition's lock is held, so the
+//! log order is the order of state changes; offset records are applied to the visible state
 //! only once the partition's high watermark (durable under `flush_policy = "always"`)
 //! passes them, in log order. A reply that depends on records is sent only after they are
 //! durable; if they cannot be written the reply is an error.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,10 +37,11 @@ pub type TxnOffsetsAppended = (Option<(Arc<Partition>, i64)>, Vec<ErrorCode>);
 /// Name of the internal offsets topic.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
-struct Inner {
+/// The groups of one `__consumer_offsets` partition.
+struct Shard {
     coordinator: GroupCoordinator,
-    /// Per offsets partition, offset records appended but not yet durable, in log order.
-    pending: BTreeMap<i32, VecDeque<(i64, Vec<Record>)>>,
+    /// Offset records appended but not yet durable, in log order.
+    pending: VecDeque<(i64, Vec<Record>)>,
     /// Offsets committed inside a transaction, per producer id, until its marker.
     txn_offsets: HashMap<i64, Vec<Record>>,
 }
@@ -43,7 +50,11 @@ struct Inner {
 pub struct GroupRuntime {
     broker: Arc<Broker>,
     partitions: i32,
-    inner: Mutex<Inner>,
+    /// One per `__consumer_offsets` partition, indexed by partition.
+    shards: Vec<Mutex<Shard>>,
+    /// Groups each shard holds (updated after every change), and the budget they share.
+    group_counts: Vec<AtomicUsize>,
+    groups_max: usize,
     replies: Mutex<HashMap<ReplyId, oneshot::Sender<Reply>>>,
     next_reply: AtomicU64,
 }
@@ -65,28 +76,49 @@ impl GroupRuntime {
     ) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
         let topic = crate::internal::open_topic(&broker, OFFSETS_TOPIC, partitions)?;
-        let mut coordinator = GroupCoordinator::new(config);
-        let mut txn_offsets: HashMap<i64, Vec<Record>> = HashMap::new();
+        let groups_max = config.groups_max;
+        let mut shards: Vec<Shard> = (0..topic.partitions.len())
+            .map(|_| Shard {
+                coordinator: GroupCoordinator::new(GroupConfig {
+                    // Loading keeps every group the log holds.
+                    groups_max: usize::MAX,
+                    ..config.clone()
+                }),
+                pending: VecDeque::new(),
+                txn_offsets: HashMap::new(),
+            })
+            .collect();
         let now = crate::now_ms();
         let mut loaded = 0usize;
-        crate::internal::replay(&topic, |record| {
+        crate::internal::replay_partitions(&topic, |index, record| {
+            let Some(shard) = usize::try_from(index).ok().and_then(|i| shards.get_mut(i)) else {
+                return;
+            };
             let Some(key) = record.key else { return };
             if record.control {
                 // A transaction marker: its offsets become visible or vanish.
                 let commit = key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 1;
-                for r in txn_offsets.remove(&record.producer_id).unwrap_or_default() {
+                for r in shard
+                    .txn_offsets
+                    .remove(&record.producer_id)
+                    .unwrap_or_default()
+                {
                     if commit {
-                        coordinator.apply(&r, now);
+                        shard.coordinator.apply(&r, now);
                     }
                 }
                 return;
             }
             match Record::from_key_value(&key, record.value.as_deref()) {
                 Ok(r) if record.transactional => {
-                    txn_offsets.entry(record.producer_id).or_default().push(r);
+                    shard
+                        .txn_offsets
+                        .entry(record.producer_id)
+                        .or_default()
+                        .push(r);
                 }
                 Ok(r) => {
-                    coordinator.apply(&r, now);
+                    shard.coordinator.apply(&r, now);
                     loaded += 1;
                 }
                 Err(e) => {
@@ -94,8 +126,15 @@ impl GroupRuntime {
                 }
             }
         })?;
+        let group_counts: Vec<AtomicUsize> = shards
+            .iter()
+            .map(|s| AtomicUsize::new(s.coordinator.group_count()))
+            .collect();
         tracing::info!(
-            groups = coordinator.list_groups().len(),
+            groups = group_counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<usize>(),
             records = loaded,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "group coordinator loaded"
@@ -107,23 +146,38 @@ impl GroupRuntime {
         Ok(Self {
             broker,
             partitions: topic.partitions.len() as i32,
-            inner: Mutex::new(Inner {
-                coordinator,
-                pending: BTreeMap::new(),
-                txn_offsets,
-            }),
+            shards: shards.into_iter().map(Mutex::new).collect(),
+            group_counts,
+            groups_max,
             replies: Mutex::new(HashMap::new()),
             next_reply: AtomicU64::new(1),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    /// Records how many groups a shard holds now (call with its lock held).
+    fn count_groups(&self, shard: usize, state: &Shard) {
+        self.group_counts[shard].store(state.coordinator.group_count(), Ordering::Release);
     }
 
-    /// Reads the state machine (describe, list, fetch offsets, heartbeat).
-    pub fn with<T>(&self, f: impl FnOnce(&mut GroupCoordinator) -> T) -> T {
-        f(&mut self.lock().coordinator)
+    fn shard_of(&self, group: &str) -> usize {
+        partition_for(group, self.partitions) as usize
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the state machine holding `group` (describe, fetch offsets, heartbeat).
+    pub fn with_group<T>(&self, group: &str, f: impl FnOnce(&mut GroupCoordinator) -> T) -> T {
+        f(&mut self.lock(self.shard_of(group)).coordinator)
+    }
+
+    /// Runs `f` on every partition's state machine in turn (one lock at a time) and
+    /// collects the results (list groups, metrics).
+    pub fn each<T>(&self, mut f: impl FnMut(&GroupCoordinator) -> T) -> Vec<T> {
+        (0..self.shards.len())
+            .map(|s| f(&self.lock(s).coordinator))
+            .collect()
     }
 
     fn register(&self) -> (ReplyId, oneshot::Receiver<Reply>) {
@@ -136,14 +190,16 @@ impl GroupRuntime {
         (id, rx)
     }
 
-    /// Runs `op` on the state machine with a fresh reply id and waits for its reply.
+    /// Runs `op` on the state machine of `group` with a fresh reply id and waits for its
+    /// reply.
     pub async fn call(
         &self,
+        group: &str,
         op: impl FnOnce(&mut GroupCoordinator, ReplyId, i64) -> Output,
     ) -> Reply {
         let (id, rx) = self.register();
         // A failed write is reported through the reply itself (see `deliver`).
-        let _ = self.run(|c, now| op(c, id, now)).await;
+        let _ = self.run(group, |c, now| op(c, id, now)).await;
         rx.await.unwrap_or(Reply::Join(JoinResponse {
             error: ErrorCode::CoordinatorNotAvailable,
             generation: -1,
@@ -156,95 +212,106 @@ impl GroupRuntime {
         }))
     }
 
-    /// Runs an operation: appends its records under the lock, waits until they are
-    /// durable, applies durable offsets, then delivers its replies.
+    /// Runs an operation on the state machine of `group`: appends its records under the
+    /// lock, waits until they are durable, applies durable offsets, then delivers its
+    /// replies.
     pub async fn run(
         &self,
+        group: &str,
+        op: impl FnOnce(&mut GroupCoordinator, i64) -> Output,
+    ) -> Result<(), ApiError> {
+        self.run_shard(self.shard_of(group), op).await
+    }
+
+    async fn run_shard(
+        &self,
+        shard: usize,
         op: impl FnOnce(&mut GroupCoordinator, i64) -> Output,
     ) -> Result<(), ApiError> {
         let now = crate::now_ms();
-        let (replies, waits, failed) = {
-            let mut inner = self.lock();
-            let out = op(&mut inner.coordinator, now);
-            match self.append(&mut inner, out.records, now) {
-                Ok(waits) => (out.replies, waits, None),
-                Err(e) => (out.replies, Vec::new(), Some(e)),
+        let (replies, wait, failed) = {
+            let mut state = self.lock(shard);
+            let held: usize = self
+                .group_counts
+                .iter()
+                .map(|c| c.load(Ordering::Acquire))
+                .sum();
+            let room = self.groups_max.saturating_sub(held);
+            let limit = state.coordinator.group_count().saturating_add(room);
+            state.coordinator.set_groups_max(limit);
+            let out = op(&mut state.coordinator, now);
+            self.count_groups(shard, &state);
+            match self.append(shard, &mut state, out.records, now) {
+                Ok(wait) => (out.replies, wait, None),
+                Err(e) => (out.replies, None, Some(e)),
             }
         };
-        for (partition, last) in &waits {
+        if let Some((partition, last)) = &wait {
             partition.wait_for_high_watermark(*last).await;
-        }
-        if !waits.is_empty() {
-            self.apply_durable();
+            self.apply_durable(shard);
         }
         self.deliver(replies, failed.as_ref().map(|e| e.code));
         failed.map_or(Ok(()), Err)
     }
 
-    /// Appends records grouped by offsets partition; remembers offset records to apply.
+    /// Appends a shard's records to its offsets partition; remembers offset records to
+    /// apply once durable.
     fn append(
         &self,
-        inner: &mut Inner,
+        shard: usize,
+        state: &mut Shard,
         records: Vec<Record>,
         now: i64,
-    ) -> Result<Vec<(Arc<Partition>, i64)>, ApiError> {
-        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
-        for r in records {
-            by_partition
-                .entry(partition_for(r.group_id(), self.partitions))
-                .or_default()
-                .push(r);
+    ) -> Result<Option<(Arc<Partition>, i64)>, ApiError> {
+        if records.is_empty() {
+            return Ok(None);
         }
-        let mut waits = Vec::new();
-        for (index, records) in by_partition {
-            let partition = self.broker.partition(OFFSETS_TOPIC, index).ok_or_else(|| {
+        debug_assert!(records.iter().all(|r| self.shard_of(r.group_id()) == shard));
+        let partition = self
+            .broker
+            .partition(OFFSETS_TOPIC, shard as i32)
+            .ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::CoordinatorNotAvailable,
-                    format!("{OFFSETS_TOPIC}-{index} is missing"),
+                    format!("{OFFSETS_TOPIC}-{shard} is missing"),
                 )
             })?;
-            let entries: Vec<KeyedRecord> = records.iter().map(Record::to_key_value).collect();
-            let mut batch =
-                BytesMut::from(&exacta_wire::batch::build_keyed_batch(&entries, now, None)[..]);
-            let info = partition.append(&mut batch)?;
-            let offsets: Vec<Record> = records
-                .into_iter()
-                .filter(|r| matches!(r, Record::Offset { .. }))
-                .collect();
-            if !offsets.is_empty() {
-                inner
-                    .pending
-                    .entry(index)
-                    .or_default()
-                    .push_back((info.last_offset, offsets));
-            }
-            waits.push((partition, info.last_offset));
+        let entries: Vec<KeyedRecord> = records.iter().map(Record::to_key_value).collect();
+        let mut batch =
+            BytesMut::from(&exacta_wire::batch::build_keyed_batch(&entries, now, None)[..]);
+        let info = partition.append(&mut batch)?;
+        let offsets: Vec<Record> = records
+            .into_iter()
+            .filter(|r| matches!(r, Record::Offset { .. }))
+            .collect();
+        if !offsets.is_empty() {
+            state.pending.push_back((info.last_offset, offsets));
         }
-        Ok(waits)
+        Ok(Some((partition, info.last_offset)))
     }
 
-    /// Applies, in log order, every pending offset record now below its partition's HW.
-    fn apply_durable(&self) {
+    /// Applies, in log order, every pending offset record of a shard now below its
+    /// partition's HW.
+    fn apply_durable(&self, shard: usize) {
         let now = crate::now_ms();
-        let mut inner = self.lock();
-        let Inner {
+        let Some(partition) = self.broker.partition(OFFSETS_TOPIC, shard as i32) else {
+            return;
+        };
+        let mut state = self.lock(shard);
+        let Shard {
             coordinator,
             pending,
             ..
-        } = &mut *inner;
-        for (index, queue) in pending.iter_mut() {
-            let Some(partition) = self.broker.partition(OFFSETS_TOPIC, *index) else {
-                continue;
-            };
-            let hw = partition.high_watermark();
-            while queue.front().is_some_and(|(last, _)| *last < hw) {
-                if let Some((_, records)) = queue.pop_front() {
-                    for r in &records {
-                        coordinator.apply(r, now);
-                    }
+        } = &mut *state;
+        let hw = partition.high_watermark();
+        while pending.front().is_some_and(|(last, _)| *last < hw) {
+            if let Some((_, records)) = pending.pop_front() {
+                for r in &records {
+                    coordinator.apply(r, now);
                 }
             }
         }
+        self.count_groups(shard, &state);
     }
 
     fn deliver(&self, replies: Vec<(ReplyId, Reply)>, failed: Option<ErrorCode>) {
@@ -266,8 +333,10 @@ impl GroupRuntime {
         let mut every = tokio::time::interval(Duration::from_millis(100));
         loop {
             every.tick().await;
-            if let Err(e) = self.run(|c, now| c.tick(now)).await {
-                tracing::warn!(error = %e.message, "group coordinator tick could not write its records");
+            for shard in 0..self.shards.len() {
+                if let Err(e) = self.run_shard(shard, |c, now| c.tick(now)).await {
+                    tracing::warn!(error = %e.message, "group coordinator tick could not write its records");
+                }
             }
         }
     }
@@ -296,9 +365,9 @@ impl GroupRuntime {
     ) -> Result<TxnOffsetsAppended, ErrorCode> {
         let now = crate::now_ms();
         {
-            let mut inner = self.lock();
+            let mut state = self.lock(self.shard_of(group));
             let (generation, member_id, instance) = member.unwrap_or((-1, String::new(), None));
-            let results = inner.coordinator.validate_txn_commit(
+            let results = state.coordinator.validate_txn_commit(
                 group,
                 generation,
                 &member_id,
@@ -323,7 +392,7 @@ impl GroupRuntime {
             let info = partition
                 .append_from_coordinator(&mut batch)
                 .map_err(|e| e.code)?;
-            inner
+            state
                 .txn_offsets
                 .entry(producer_id)
                 .or_default()
@@ -336,11 +405,14 @@ impl GroupRuntime {
     /// producer's pending offsets visible, abort drops them.
     pub fn end_txn(&self, producer_id: i64, commit: bool) {
         let now = crate::now_ms();
-        let mut inner = self.lock();
-        let records = inner.txn_offsets.remove(&producer_id).unwrap_or_default();
-        if commit {
-            for r in &records {
-                inner.coordinator.apply(r, now);
+        for shard in 0..self.shards.len() {
+            let mut state = self.lock(shard);
+            let records = state.txn_offsets.remove(&producer_id).unwrap_or_default();
+            if commit && !records.is_empty() {
+                for r in &records {
+                    state.coordinator.apply(r, now);
+                }
+                self.count_groups(shard, &state);
             }
         }
     }
@@ -348,9 +420,102 @@ impl GroupRuntime {
     /// Whether an open transaction holds an offset commit for the partition
     /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
     pub fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
-        let inner = self.lock();
-        inner.txn_offsets.values().flatten().any(|r| {
+        let state = self.lock(self.shard_of(group));
+        state.txn_offsets.values().flatten().any(|r| {
             matches!(r, Record::Offset { group: g, topic: t, partition: p, .. } if g == group && t == topic && *p == partition)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use exacta_coordinator::group::CommitPartition;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    /// A simple-consumer commit of offset 1 for `group`; its error code.
+    async fn commit(groups: &GroupRuntime, group: &str) -> ErrorCode {
+        let mut verdict = ErrorCode::UnknownServerError;
+        let partitions = [CommitPartition {
+            topic: "t".into(),
+            partition: 0,
+            offset: 1,
+            leader_epoch: -1,
+            metadata: None,
+        }];
+        groups
+            .run(group, |c, now| {
+                match c.commit_offsets(group, -1, "", None, &partitions, now) {
+                    Ok(results) => {
+                        verdict = results[0].0;
+                        Output {
+                            records: results.into_iter().filter_map(|(_, r)| r).collect(),
+                            replies: Vec::new(),
+                        }
+                    }
+                    Err(e) => {
+                        verdict = e;
+                        Output::default()
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        verdict
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn groups_of_different_partitions_do_not_wait_and_share_one_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            groups_max: 3,
+            ..BrokerConfig::default()
+        };
+        let group_config = config.group_config();
+        let broker = Broker::open(config).unwrap();
+        let groups = Arc::new(GroupRuntime::open(broker, group_config, 8).unwrap());
+        let a = "group-a".to_string();
+        let other: Vec<String> = (0..)
+            .map(|i| format!("group-b-{i}"))
+            .filter(|b| groups.shard_of(b) != groups.shard_of(&a))
+            .take(3)
+            .collect();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let holder = {
+            let groups = Arc::clone(&groups);
+            std::thread::spawn(move || {
+                groups.with_group(&a, |_| {
+                    held_tx.send(()).unwrap();
+                    std::thread::sleep(Duration::from_secs(1));
+                })
+            })
+        };
+        held_rx.recv().unwrap();
+        let started = Instant::now();
+        assert_eq!(commit(&groups, &other[0]).await, ErrorCode::None);
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "a group of another partition waited {:?}",
+            started.elapsed()
+        );
+        holder.join().unwrap();
+        // groups_max counts every partition's groups together.
+        assert_eq!(commit(&groups, &other[1]).await, ErrorCode::None);
+        assert_eq!(commit(&groups, "group-a").await, ErrorCode::None);
+        assert_eq!(
+            commit(&groups, &other[2]).await,
+            ErrorCode::CoordinatorNotAvailable
+        );
+        assert_eq!(
+            commit(&groups, &other[0]).await,
+            ErrorCode::None,
+            "existing groups go on"
+        );
+        let listed: usize = groups.each(|c| c.list_groups().len()).into_iter().sum();
+        assert_eq!(listed, 3);
     }
 }

@@ -76,6 +76,14 @@ pub fn check_configs(name: &str, configs: &BTreeMap<String, String>) -> Result<(
 
 /// Calls `apply` with every record of every partition of `topic`, in log order.
 pub fn replay(topic: &Topic, mut apply: impl FnMut(Record)) -> Result<(), ApiError> {
+    replay_partitions(topic, |_, record| apply(record))
+}
+
+/// As [`replay`], with the index of the partition each record is in.
+pub fn replay_partitions(
+    topic: &Topic,
+    mut apply: impl FnMut(i32, Record),
+) -> Result<(), ApiError> {
     for partition in &topic.partitions {
         let mut offset = partition.log_start_offset();
         loop {
@@ -92,7 +100,7 @@ pub fn replay(topic: &Topic, mut apply: impl FnMut(Record)) -> Result<(), ApiErr
             })?;
             for record in sets.into_iter().flat_map(|s| s.records) {
                 offset = record.offset + 1;
-                apply(record);
+                apply(partition.index, record);
             }
             if offset >= hw {
                 break;

@@ -262,7 +262,13 @@ pub fn render(node: &Node) -> String {
             load(ms) as f64 / 1000.0
         );
     }
-    let groups = node.groups.with(|g| g.group_sizes());
+    let mut groups: Vec<_> = node
+        .groups
+        .each(|g| g.group_sizes())
+        .into_iter()
+        .flatten()
+        .collect();
+    groups.sort();
     gauge_header(
         &mut out,
         "exacta_group_members",

@@ -629,6 +629,17 @@ impl GroupCoordinator {
         &self.config
     }
 
+    /// Groups held now.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Changes how many groups this coordinator may hold (a runtime that splits groups
+    /// over several coordinators shares one budget among them this way).
+    pub fn set_groups_max(&mut self, groups_max: usize) {
+        self.config.groups_max = groups_max;
+    }
+
     /// The group, created (empty) if new and the coordinator holds fewer than
     /// `groups_max` groups.
     fn group_or_create(&mut self, group_id: &str, now: i64) -> Result<&mut Group, ErrorCode> {

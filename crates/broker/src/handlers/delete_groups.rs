@@ -13,7 +13,7 @@ pub async fn handle(groups: &GroupRuntime, request: DeleteGroupsRequest) -> Dele
     for id in request.groups_names {
         let mut verdict = ErrorCode::None;
         let written = groups
-            .run(|c, _now| match c.delete_group(&id) {
+            .run(&id, |c, _now| match c.delete_group(&id) {
                 Ok(records) => Output {
                     records,
                     replies: Vec::new(),

@@ -10,7 +10,7 @@ use crate::groups::GroupRuntime;
 pub fn handle(groups: &GroupRuntime, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let mut response = DescribeGroupsResponse::default();
     for id in request.groups {
-        let described = groups.with(|c| c.describe(&id));
+        let described = groups.with_group(&id, |c| c.describe(&id));
         let mut g = DescribedGroup::default()
             .with_group_id(id)
             .with_authorized_operations(i32::MIN);

@@ -7,7 +7,7 @@ use crate::groups::GroupRuntime;
 
 pub fn handle(groups: &GroupRuntime, request: HeartbeatRequest) -> HeartbeatResponse {
     let now = crate::now_ms();
-    let error = groups.with(|c| {
+    let error = groups.with_group(&request.group_id, |c| {
         c.heartbeat(
             &request.group_id,
             request.generation_id,

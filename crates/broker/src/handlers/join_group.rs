@@ -36,7 +36,8 @@ pub async fn handle(
         client_host,
         require_known_member_id: version >= 4,
     };
-    let reply = groups.call(|c, id, now| c.join(req, id, now)).await;
+    let group = req.group_id.clone();
+    let reply = groups.call(&group, |c, id, now| c.join(req, id, now)).await;
     let Reply::Join(r) = reply else {
         return JoinGroupResponse::default()
             .with_error_code(exacta_types::ErrorCode::UnknownServerError.code());

@@ -28,7 +28,7 @@ pub async fn handle(
     };
     let mut errors = Vec::new();
     let written = groups
-        .run(|c, now| {
+        .run(&request.group_id, |c, now| {
             let (e, out) = c.leave(&request.group_id, &members, now);
             errors = e;
             out

@@ -7,7 +7,12 @@ use kafka_protocol::protocol::StrBytes;
 use crate::groups::GroupRuntime;
 
 pub fn handle(groups: &GroupRuntime, request: ListGroupsRequest) -> ListGroupsResponse {
-    let listed = groups.with(|c| c.list_groups());
+    let mut listed: Vec<_> = groups
+        .each(|c| c.list_groups())
+        .into_iter()
+        .flatten()
+        .collect();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
     let mut response = ListGroupsResponse::default();
     response.groups = listed
         .into_iter()

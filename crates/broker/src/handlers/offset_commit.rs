@@ -36,7 +36,7 @@ pub async fn handle(
     }
     let mut verdict = Err(ErrorCode::UnknownServerError);
     let written = groups
-        .run(|c, now| {
+        .run(&request.group_id, |c, now| {
             verdict = c.commit_offsets(
                 &request.group_id,
                 request.generation_id_or_member_epoch,

@@ -22,7 +22,7 @@ pub async fn handle(groups: &GroupRuntime, request: OffsetDeleteRequest) -> Offs
         .collect();
     let mut verdict = Err(ErrorCode::UnknownServerError);
     let written = groups
-        .run(|c, _now| {
+        .run(&request.group_id, |c, _now| {
             verdict = c.delete_offsets(&request.group_id, &partitions);
             let records = match &verdict {
                 Ok(rs) => rs.iter().filter_map(|(_, r)| r.clone()).collect(),

@@ -18,7 +18,7 @@ type Committed = Vec<(String, i32, Option<OffsetValue>)>;
 type ByTopic = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
 
 fn fetch(groups: &GroupRuntime, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Committed {
-    groups.with(|c| c.fetch_offsets(group, wanted.as_deref()))
+    groups.with_group(group, |c| c.fetch_offsets(group, wanted.as_deref()))
 }
 
 /// Groups (topic, partition, value) rows by topic, keeping first-seen order.

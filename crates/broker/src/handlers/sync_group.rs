@@ -21,7 +21,8 @@ pub async fn handle(groups: &GroupRuntime, request: SyncGroupRequest) -> SyncGro
             .map(|a| (a.member_id.to_string(), a.assignment))
             .collect(),
     };
-    let Reply::Sync(r) = groups.call(|c, id, now| c.sync(req, id, now)).await else {
+    let group = req.group_id.clone();
+    let Reply::Sync(r) = groups.call(&group, |c, id, now| c.sync(req, id, now)).await else {
         return SyncGroupResponse::default()
             .with_error_code(exacta_types::ErrorCode::UnknownServerError.code());
     };

@@ -262,15 +262,14 @@ impl Partition {
         *self.rules.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Fsyncs now (interval policy, shutdown).
-    pub fn flush(&self) -> Result<(), LogError> {
+    /// Fsyncs now (interval policy).
+    pub fn flush(&self) {
         let offset = {
             let mut log = self.log();
-            log.flush()?;
+            log.flush();
             log.log_end_offset()
         };
         self.advance_high_watermark(offset);
-        Ok(())
     }
 
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
@@ -680,9 +679,7 @@ impl Broker {
     pub fn flush_all(&self) {
         for topic in self.topics() {
             for p in &topic.partitions {
-                if let Err(e) = p.flush() {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
-                }
+                p.flush();
             }
         }
     }
@@ -697,14 +694,12 @@ impl Broker {
             // Coordinator state is never deleted (see `internal`), whatever the configs say.
             let internal = exacta_types::is_internal_topic(&topic.name);
             for p in &topic.partitions {
-                match if internal {
-                    Ok(0)
-                } else {
-                    p.apply_retention(now)
-                } {
-                    Ok(n) => deleted += n,
-                    Err(e) => {
-                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                if !internal {
+                    match p.apply_retention(now) {
+                        Ok(n) => deleted += n,
+                        Err(e) => {
+                            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                        }
                     }
                 }
                 expired += p.remove_expired_producers(now, self.config.producer_id_expiration_ms);

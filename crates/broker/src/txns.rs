@@ -475,6 +475,13 @@ impl TxnRuntime {
         let work = {
             let mut state = self.lock(shard);
             let (plans, tombstones) = state.tick(crate::now_ms());
+            if !tombstones.is_empty() {
+                // Expired ids take their producer ids with them: so does the cache.
+                self.producer_shards
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .retain(|pid, s| *s != shard || state.knows_producer(*pid));
+            }
             let mut records: Vec<TxnRecord> = plans.iter().map(|p| p.prepare.clone()).collect();
             records.extend(tombstones);
             if records.is_empty() {
@@ -509,10 +516,13 @@ mod tests {
     use crate::config::BrokerConfig;
 
     fn runtime(dir: &std::path::Path) -> Arc<TxnRuntime> {
-        let config = BrokerConfig {
+        runtime_with(BrokerConfig {
             data_dir: dir.to_path_buf(),
             ..BrokerConfig::default()
-        };
+        })
+    }
+
+    fn runtime_with(config: BrokerConfig) -> Arc<TxnRuntime> {
         let (group_config, txn_config) = (config.group_config(), config.txn_config());
         let broker = Broker::open(config).unwrap();
         let groups = Arc::new(GroupRuntime::open(Arc::clone(&broker), group_config, 4).unwrap());
@@ -566,5 +576,24 @@ mod tests {
             unknown.unwrap_err().code,
             ErrorCode::InvalidProducerIdMapping
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_ids_leave_the_producer_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime_with(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            transactional_id_expiration_ms: 1,
+            ..BrokerConfig::default()
+        });
+        let (pid, _) = rt
+            .init_producer_id("short-lived", 60_000, None)
+            .await
+            .unwrap();
+        assert!(rt.producer_shards.read().unwrap().contains_key(&pid));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        rt.tick_shard(rt.shard_of("short-lived")).await;
+        assert!(rt.with_id("short-lived", |c| c.get("short-lived").is_none()));
+        assert!(!rt.producer_shards.read().unwrap().contains_key(&pid));
     }
 }

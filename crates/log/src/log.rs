@@ -476,12 +476,12 @@ impl PartitionLog {
         self.flushed_offset = self.flushed_offset.max(offset.min(self.next_offset));
     }
 
-    /// Fsyncs the active segment now.
-    pub fn flush(&mut self) -> Result<(), LogError> {
+    /// Fsyncs the active segment now (a failed fsync does not return: see
+    /// [`crate::sync_file`]).
+    pub fn flush(&mut self) {
         let (file, offset) = self.flush_target();
         crate::sync_file(&file, false);
         self.mark_flushed(offset);
-        Ok(())
     }
 
     /// Deletes segments past the retention time or size. The active segment is rolled

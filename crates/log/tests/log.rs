@@ -114,7 +114,7 @@ fn unclean_reopen_truncates_a_torn_tail() {
         for _ in 0..10 {
             log.append(&mut batch(2, T0)).unwrap();
         }
-        log.flush().unwrap();
+        log.flush();
         active = dir.path().join(exacta_log::segment::file_name(0, "log"));
     }
     let full = std::fs::metadata(&active).unwrap().len();

@@ -1,7 +1,8 @@
 //! Fetch (key 1): whole batches below the high watermark, long-polling until `min_bytes`
 //! are available or `max_wait_ms` passes. `max_bytes` (at most the broker's
-//! `fetch_bytes_max`) and `partition_max_bytes` bound the answer, except that the first batch of the first non-empty partition is returned even
-//! if larger (KIP-74), so a consumer can always make progress.
+//! `fetch_bytes_max`) and `partition_max_bytes` bound the answer, except that the first
+//! batch of the first non-empty partition is returned even if larger (KIP-74), so a
+//! consumer can always make progress.
 //!
 //! Fetch sessions (KIP-227) are not kept: every answer has session id 0, which tells the
 //! client to send full fetch requests. Topics are named (v4-v12) or identified (v13+).

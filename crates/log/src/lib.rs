@@ -9,8 +9,10 @@
 //! - [`log`]: the partition log: append, read, roll, retention, recovery.
 //! - [`producer_state`]: idempotent-producer state (epochs, sequences, last 5 batches),
 //!   snapshotted beside the segments.
+//! - [`cleaner`]: compaction (the last record per key), with Kafka's transaction rules.
 //! - [`topics`]: topic metadata (id, partition count, configs) persisted beside the logs.
 
+pub mod cleaner;
 pub mod config;
 pub mod log;
 pub mod producer_state;
@@ -139,7 +141,9 @@ pub fn sync_file(file: &std::fs::File, all: bool) {
 /// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(), LogError> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut file = std::fs::File::create(&tmp).map_err(LogError::io("create", &tmp))?;
     file.write_all(bytes).map_err(LogError::io("write", &tmp))?;
     sync_file(&file, true);

@@ -7,17 +7,22 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use exacta_wire::batch::{assign_offset, BatchHeader, Batches};
 
+use crate::cleaner::{self, Checkpoint, CleanView, CleaningGuard, LastRecord, SegmentView};
 use crate::producer_state::{ProducerStateManager, Verdict};
-use crate::segment::LogSegment;
+use crate::segment::{LogSegment, Offsets};
 use crate::{LogConfig, LogError};
 
 /// Producer-state snapshots kept per partition (the newest ones).
 const SNAPSHOTS_RETAINED: usize = 2;
+
+/// File in a log directory holding the log start offset DeleteRecords set.
+const LOG_START_FILE: &str = "log-start-offset";
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +54,8 @@ pub struct RecoveryInfo {
     pub snapshot_offset: i64,
     /// Batches replayed into the producer state after the snapshot.
     pub batches_replayed: usize,
+    /// Segment swaps of an interrupted cleaning completed, and unfinished cleanings undone.
+    pub swaps: cleaner::swap::Recovered,
 }
 
 /// A partition's log.
@@ -60,6 +67,12 @@ pub struct PartitionLog {
     next_offset: i64,
     flushed_offset: i64,
     producers: ProducerStateManager,
+    /// Log start offset set by DeleteRecords (the first segment's base may be lower).
+    deleted_before: i64,
+    /// Where cleaning stopped.
+    checkpoint: Checkpoint,
+    /// Set while a [`CleanView`] of this log exists.
+    cleaning: Arc<AtomicBool>,
 }
 
 impl PartitionLog {
@@ -75,6 +88,7 @@ impl PartitionLog {
         clean: bool,
     ) -> Result<(Self, RecoveryInfo), LogError> {
         std::fs::create_dir_all(dir).map_err(LogError::io("create log directory", dir))?;
+        let swaps = cleaner::swap::recover(dir)?;
         let mut bases: Vec<i64> = std::fs::read_dir(dir)
             .map_err(LogError::io("list log directory", dir))?
             .filter_map(|entry| {
@@ -83,15 +97,23 @@ impl PartitionLog {
             })
             .collect();
         bases.sort_unstable();
-        let mut info = RecoveryInfo::default();
+        let mut info = RecoveryInfo {
+            swaps,
+            ..RecoveryInfo::default()
+        };
         let mut segments = BTreeMap::new();
         let last = bases.last().copied();
-        for base in bases {
+        for (i, &base) in bases.iter().enumerate() {
             let is_active = Some(base) == last;
             let has_index = dir.join(crate::segment::file_name(base, "index")).exists();
             let rescan = !has_index || (is_active && !clean);
+            // Only closed segments are ever cleaned, so only they may have offset gaps.
+            let offsets = match bases.get(i + 1) {
+                Some(&next) => Offsets::Below(next),
+                None => Offsets::Contiguous,
+            };
             let (segment, truncated) =
-                LogSegment::open(dir, base, config.index_interval_bytes, rescan)?;
+                LogSegment::open(dir, base, config.index_interval_bytes, rescan, offsets)?;
             if rescan {
                 info.segments_rescanned += 1;
             }
@@ -117,8 +139,15 @@ impl PartitionLog {
             next_offset: 0,
             flushed_offset: 0,
             producers: ProducerStateManager::default(),
+            deleted_before: read_log_start(dir)?,
+            checkpoint: Checkpoint::load(dir),
+            cleaning: Arc::new(AtomicBool::new(false)),
         };
         log.next_offset = log.active().next_offset();
+        if log.deleted_before > log.next_offset {
+            tracing::warn!(dir = %dir.display(), log_start = log.deleted_before, log_end = log.next_offset, "log start offset past the log end; using the log end");
+            log.deleted_before = log.next_offset;
+        }
         // Everything found on disk at open is flushed: a rescan validated and fsynced it,
         // a clean shutdown or a roll fsynced it.
         log.flushed_offset = log.next_offset;
@@ -488,6 +517,9 @@ impl PartitionLog {
     /// first when it alone is expired, so an idle topic still ages out. Returns how many
     /// segments were deleted.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        if !self.config.delete || self.is_cleaning() {
+            return Ok(0);
+        }
         let expired = |s: &LogSegment, cfg: &LogConfig| {
             cfg.retention_ms >= 0
                 && !s.is_empty()
@@ -527,6 +559,141 @@ impl PartitionLog {
         Ok(deleted)
     }
 
+    /// DeleteRecords: moves the log start offset to `offset` (at most the LEO; the caller
+    /// checks it against the high watermark) durably, then deletes the segments wholly
+    /// below it. A lower offset changes nothing. Returns the log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let offset = offset.min(self.next_offset);
+        if offset <= self.log_start_offset() {
+            return Ok(self.log_start_offset());
+        }
+        crate::write_atomically(
+            &self.dir.join(LOG_START_FILE),
+            offset.to_string().as_bytes(),
+        )?;
+        self.deleted_before = offset;
+        if self.active().base_offset() < offset && offset == self.next_offset {
+            // Everything is deleted: start a new segment so the active one can go too.
+            self.roll()?;
+        }
+        self.delete_segments_below_start()?;
+        self.producers.truncate_aborted_before(offset);
+        Ok(self.log_start_offset())
+    }
+
+    /// Deletes segments whose every offset is below the log start offset (never the active
+    /// one, never during a cleaning: that waits for the cleaning to be installed).
+    fn delete_segments_below_start(&mut self) -> Result<usize, LogError> {
+        if self.is_cleaning() {
+            return Ok(0);
+        }
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let mut deleted = 0;
+        for pair in bases.windows(2) {
+            if pair[1] > self.deleted_before {
+                break;
+            }
+            if let Some(segment) = self.segments.remove(&pair[0]) {
+                tracing::info!(segment = %segment.path().display(), "deleting segment below the log start offset");
+                segment.delete()?;
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            crate::sync_dir(&self.dir)?;
+        }
+        Ok(deleted)
+    }
+
+    fn is_cleaning(&self) -> bool {
+        self.cleaning.load(Ordering::Acquire)
+    }
+
+    /// What the cleaner needs to clean this log, with `stable_offset` the last stable
+    /// offset; `None` while another view exists. Retention and DeleteRecords leave the
+    /// segment files alone until the view is dropped.
+    pub fn clean_view(&self, stable_offset: i64) -> Option<CleanView> {
+        if self
+            .cleaning
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return None;
+        }
+        let guard = CleaningGuard(Arc::clone(&self.cleaning));
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let segments = self
+            .segments
+            .values()
+            .enumerate()
+            .map(|(i, s)| SegmentView {
+                base: s.base_offset(),
+                next_base: bases.get(i + 1).copied().unwrap_or(self.next_offset),
+                file: s.file(),
+                size: s.size(),
+                max_timestamp: s.max_timestamp(),
+                first_batch_timestamp: s.first_batch_timestamp(),
+            })
+            .collect();
+        let producers = self
+            .producers
+            .producers()
+            .map(|e| {
+                let last = LastRecord {
+                    last_data_offset: e.batches.back().map(|b| b.last_offset),
+                    epoch: e.epoch,
+                };
+                (e.producer_id, last)
+            })
+            .collect();
+        Some(CleanView {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            segments,
+            log_start_offset: self.log_start_offset(),
+            stable_offset: self.last_stable_offset(stable_offset),
+            checkpoint: self.checkpoint,
+            producers,
+            aborted: self.producers.aborted().to_vec(),
+            _guard: guard,
+        })
+    }
+
+    /// Installs a cleaning's committed swaps: the replaced segments leave the log and the
+    /// cleaned ones (already on disk under the final names) are opened in their place.
+    /// Readers keep seeing whole batches throughout: until now they read the replaced
+    /// segments through their open files.
+    pub fn install_cleaned(
+        &mut self,
+        view: CleanView,
+        outcome: &cleaner::Outcome,
+    ) -> Result<(), LogError> {
+        for &(base, end) in &outcome.swaps {
+            let (segment, _) = LogSegment::open(
+                &self.dir,
+                base,
+                self.config.index_interval_bytes,
+                false,
+                Offsets::Below(end),
+            )?;
+            let replaced: Vec<i64> = self.segments.range(base..end).map(|(b, _)| *b).collect();
+            for b in replaced {
+                self.segments.remove(&b);
+            }
+            self.segments.insert(base, segment);
+        }
+        self.producers.remove_aborted(&outcome.removed_aborts);
+        self.checkpoint = outcome.checkpoint;
+        drop(view);
+        self.delete_segments_below_start()?;
+        Ok(())
+    }
+
+    /// Where cleaning stopped.
+    pub fn cleaner_checkpoint(&self) -> Checkpoint {
+        self.checkpoint
+    }
+
     /// Fsyncs and seals the active segment for a clean shutdown.
     pub fn close(&mut self) -> Result<(), LogError> {
         self.active().seal()?;
@@ -551,7 +718,8 @@ impl PartitionLog {
         &self.config
     }
     pub fn log_start_offset(&self) -> i64 {
-        self.segments.values().next().map_or(0, |s| s.base_offset())
+        let first = self.segments.values().next().map_or(0, |s| s.base_offset());
+        first.max(self.deleted_before)
     }
     pub fn log_end_offset(&self) -> i64 {
         self.next_offset
@@ -567,6 +735,19 @@ impl PartitionLog {
     }
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// The log start offset DeleteRecords persisted in `dir` (0 if none).
+fn read_log_start(dir: &Path) -> Result<i64, LogError> {
+    let path = dir.join(LOG_START_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| LogError::CorruptMetadata {
+            path,
+            reason: format!("log start offset '{}'", text.trim()),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(LogError::io("read", path)(e)),
     }
 }
 

@@ -248,6 +248,18 @@ impl ProducerStateManager {
         self.aborted.retain(|a| a.last_offset >= log_start_offset);
     }
 
+    /// Forgets aborted transactions whose abort marker (at one of `marker_offsets`) the
+    /// cleaner removed: none of their records is left.
+    pub fn remove_aborted(&mut self, marker_offsets: &[i64]) {
+        let gone: std::collections::HashSet<i64> = marker_offsets.iter().copied().collect();
+        self.aborted.retain(|a| !gone.contains(&a.last_offset));
+    }
+
+    /// Every aborted transaction, in marker order.
+    pub fn aborted(&self) -> &[AbortedTxn] {
+        &self.aborted
+    }
+
     /// Forgets producers idle for `expiration_ms`; returns how many.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();

@@ -55,6 +55,15 @@ pub struct LogSegment {
     index_interval_bytes: u32,
 }
 
+/// Which base offsets a rescan accepts (see [`LogSegment::open`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offsets {
+    /// Each batch starts at the offset after the previous one.
+    Contiguous,
+    /// Increasing with gaps, every offset below the given one.
+    Below(i64),
+}
+
 /// File name of a segment: the base offset padded to 20 digits, as Kafka names them.
 pub fn file_name(base_offset: i64, extension: &str) -> String {
     format!("{base_offset:020}.{extension}")
@@ -67,7 +76,19 @@ impl LogSegment {
         base_offset: i64,
         index_interval_bytes: u32,
     ) -> Result<Self, LogError> {
-        let path = dir.join(file_name(base_offset, "log"));
+        Self::create_at(
+            dir.join(file_name(base_offset, "log")),
+            base_offset,
+            index_interval_bytes,
+        )
+    }
+
+    /// Creates an empty segment file at `path` (the cleaner's temporary files).
+    pub fn create_at(
+        path: PathBuf,
+        base_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<Self, LogError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -100,11 +121,17 @@ impl LogSegment {
     /// last valid batch, fsynced, and the indexes are rebuilt. Otherwise the index files
     /// are loaded.
     /// Returns the segment and the number of bytes truncated.
+    ///
+    /// `offsets` says what a rescan accepts: [`Offsets::Contiguous`] for a segment only
+    /// ever appended to (the active one: every batch starts where the last ended), or
+    /// [`Offsets::Below`] for a segment the cleaner may have rewritten (gaps allowed, but
+    /// every offset below the next segment's base).
     pub fn open(
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u32,
         rescan: bool,
+        offsets: Offsets,
     ) -> Result<(Self, u64), LogError> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
@@ -120,7 +147,7 @@ impl LogSegment {
         if !rescan && segment.load_indexes(file_size)? {
             return Ok((segment, 0));
         }
-        let valid = segment.rebuild(file_size)?;
+        let valid = segment.rebuild(file_size, offsets)?;
         let truncated = file_size - valid;
         if truncated > 0 {
             segment
@@ -136,7 +163,13 @@ impl LogSegment {
 
     /// Scans the file from the start, validating each batch; rebuilds the indexes and
     /// returns the length of the valid prefix.
-    fn rebuild(&mut self, file_size: u64) -> Result<u64, LogError> {
+    fn rebuild(&mut self, file_size: u64, offsets: Offsets) -> Result<u64, LogError> {
+        // The base offset precedes the checksummed part of a batch, so damage to it is
+        // caught only by these rules, not by the CRC.
+        let acceptable = |header: &BatchHeader, expected: i64| match offsets {
+            Offsets::Contiguous => header.base_offset == expected,
+            Offsets::Below(limit) => header.base_offset >= expected && header.last_offset() < limit,
+        };
         const CHUNK: usize = 8 << 20;
         let mut position: u64 = 0;
         let mut expected_offset = self.base_offset;
@@ -148,11 +181,8 @@ impl LogSegment {
             let mut batches = Batches::new(&buf);
             for (at, header) in batches.by_ref() {
                 let bytes = &buf[at..at + header.size()];
-                // Offsets are contiguous in our logs (no compaction yet): a base offset
-                // other than the next one is damage the CRC does not cover (the offset
-                // field precedes the checksummed part), not a gap to accept.
                 let valid = BatchHeader::parse_and_verify(bytes).is_ok()
-                    && header.base_offset == expected_offset
+                    && acceptable(&header, expected_offset)
                     && header.last_offset_delta >= 0;
                 if !valid {
                     stop = true;
@@ -170,7 +200,7 @@ impl LogSegment {
                     {
                         let whole = self.read_at(position, need)?;
                         match BatchHeader::parse_and_verify(&whole) {
-                            Ok(header) if header.base_offset == expected_offset => {
+                            Ok(header) if acceptable(&header, expected_offset) => {
                                 self.index_batch(&header, position as u32);
                                 expected_offset = header.last_offset() + 1;
                                 advanced = need;
@@ -436,6 +466,28 @@ impl LogSegment {
     /// Fsyncs the segment file, then writes and fsyncs both index files.
     pub fn seal(&self) -> Result<(), LogError> {
         crate::sync_file(&self.file, false);
+        let (offsets, times) = self.index_bytes();
+        crate::write_atomically(&self.index_path("index"), &offsets)?;
+        crate::write_atomically(&self.index_path("timeindex"), &times)?;
+        Ok(())
+    }
+
+    /// As [`LogSegment::seal`], writing the indexes to the given paths (plain writes, each
+    /// fsynced: the cleaner's files, which count only once a swap commits them).
+    pub fn seal_to(&self, index: &Path, timeindex: &Path) -> Result<(), LogError> {
+        use std::io::Write;
+        crate::sync_file(&self.file, false);
+        let (offsets, times) = self.index_bytes();
+        for (path, bytes) in [(index, offsets), (timeindex, times)] {
+            let mut file = File::create(path).map_err(LogError::io("create", path))?;
+            file.write_all(&bytes)
+                .map_err(LogError::io("write", path))?;
+            crate::sync_file(&file, false);
+        }
+        Ok(())
+    }
+
+    fn index_bytes(&self) -> (Vec<u8>, Vec<u8>) {
         let mut offsets = Vec::with_capacity(self.offset_index.len() * 8);
         for e in &self.offset_index {
             offsets.extend_from_slice(&e.relative_offset.to_be_bytes());
@@ -447,9 +499,7 @@ impl LogSegment {
             times.extend_from_slice(&e.relative_offset.to_be_bytes());
             times.extend_from_slice(&e.position.to_be_bytes());
         }
-        crate::write_atomically(&self.index_path("index"), &offsets)?;
-        crate::write_atomically(&self.index_path("timeindex"), &times)?;
-        Ok(())
+        (offsets, times)
     }
 
     /// Removes the segment's files.

@@ -46,6 +46,8 @@ pub enum BatchError {
     InconsistentCount { count: i32, last_offset_delta: i32 },
     #[error("control batches may only be written by the broker")]
     ControlBatchFromClient,
+    #[error("malformed records: {0}")]
+    Records(String),
 }
 
 impl BatchError {

@@ -2,9 +2,8 @@
 //!
 //! Every limit the broker enforces is here, with Kafka's default where Kafka has one.
 //! Topic-level configs (`retention.ms`, ...) are resolved over these defaults by
-//! [`TopicConfigs`].
+//! [`crate::topic_config::TopicConfigs`].
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use exacta_log::LogConfig;
@@ -81,6 +80,27 @@ pub struct BrokerConfig {
     pub segment_ms: i64,
     pub retention_ms: i64,
     pub retention_bytes: i64,
+    /// `log.cleanup.policy`: `delete`, `compact` or `compact,delete`.
+    pub cleanup_policy: String,
+    /// `log.cleaner.min.cleanable.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `log.cleaner.min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
+    /// `log.cleaner.max.compaction.lag.ms`.
+    pub max_compaction_lag_ms: i64,
+    /// `log.cleaner.delete.retention.ms`: how long tombstones and emptied transaction
+    /// markers stay once the cleaner has seen them.
+    pub delete_retention_ms: i64,
+    // The log cleaner.
+    /// Run the cleaner (`log.cleaner.enable`); without it compacted topics only grow.
+    pub cleaner_enable: bool,
+    /// Memory for the cleaner's key map (`log.cleaner.dedupe.buffer.size`); a cleaning
+    /// covers as much of the dirty log as the map holds keys for.
+    pub cleaner_dedupe_buffer_bytes: u64,
+    /// Bytes per second the cleaner reads plus writes (`log.cleaner.io.max.bytes.per.second`).
+    pub cleaner_io_max_bytes_per_second: f64,
+    /// Pause when no log needs cleaning (`log.cleaner.backoff.ms`).
+    pub cleaner_backoff_ms: u64,
     /// Largest batch a producer may send (`message.max.bytes`).
     pub message_max_bytes: i32,
     /// Oldest create time a produced record may carry, relative to the broker's clock
@@ -158,6 +178,15 @@ impl Default for BrokerConfig {
             segment_ms: log.segment_ms,
             retention_ms: log.retention_ms,
             retention_bytes: log.retention_bytes,
+            cleanup_policy: "delete".into(),
+            min_cleanable_dirty_ratio: log.min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: log.min_compaction_lag_ms,
+            max_compaction_lag_ms: log.max_compaction_lag_ms,
+            delete_retention_ms: log.delete_retention_ms,
+            cleaner_enable: true,
+            cleaner_dedupe_buffer_bytes: 128 << 20,
+            cleaner_io_max_bytes_per_second: f64::INFINITY,
+            cleaner_backoff_ms: 15_000,
             message_max_bytes: 1_048_588,
             message_timestamp_before_max_ms: i64::MAX,
             message_timestamp_after_max_ms: 3_600_000,
@@ -262,6 +291,36 @@ impl BrokerConfig {
         if self.message_timestamp_before_max_ms < 0 || self.message_timestamp_after_max_ms < 0 {
             return bad("message_timestamp_before_max_ms and message_timestamp_after_max_ms must not be negative".into());
         }
+        for (name, value) in [
+            ("cleanup.policy", self.cleanup_policy.clone()),
+            (
+                "min.cleanable.dirty.ratio",
+                self.min_cleanable_dirty_ratio.to_string(),
+            ),
+            (
+                "min.compaction.lag.ms",
+                self.min_compaction_lag_ms.to_string(),
+            ),
+            (
+                "max.compaction.lag.ms",
+                self.max_compaction_lag_ms.to_string(),
+            ),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
+        ] {
+            crate::topic_config::validate_topic_config(name, &value)
+                .map_err(|e| ConfigError::Invalid(format!("broker default: {e}")))?;
+        }
+        if self.max_compaction_lag_ms < self.min_compaction_lag_ms {
+            return bad("max_compaction_lag_ms must be at least min_compaction_lag_ms".into());
+        }
+        if self.cleaner_dedupe_buffer_bytes < 1 << 20 || self.cleaner_backoff_ms == 0 {
+            return bad("cleaner_dedupe_buffer_bytes must be at least 1 MiB and cleaner_backoff_ms positive".into());
+        }
+        if self.cleaner_io_max_bytes_per_second.is_nan()
+            || self.cleaner_io_max_bytes_per_second <= 0.0
+        {
+            return bad("cleaner_io_max_bytes_per_second must be positive (inf: no limit)".into());
+        }
         if self.groups_max == 0 {
             return bad("groups_max must be positive".into());
         }
@@ -319,124 +378,6 @@ impl BrokerConfig {
     }
 }
 
-/// Topic-level configs Exacta supports, with Kafka's names.
-pub const TOPIC_CONFIG_NAMES: &[&str] = &[
-    "cleanup.policy",
-    "exacta.write.guarantee",
-    "max.message.bytes",
-    "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
-];
-
-/// A topic's config overrides resolved over the broker defaults.
-#[derive(Debug, Clone)]
-pub struct TopicConfigs<'a> {
-    pub overrides: &'a BTreeMap<String, String>,
-    pub broker: &'a BrokerConfig,
-}
-
-impl TopicConfigs<'_> {
-    /// The value in force and whether it is the default.
-    pub fn value(&self, name: &str) -> Option<(String, bool)> {
-        if let Some(v) = self.overrides.get(name) {
-            return Some((v.clone(), false));
-        }
-        let b = self.broker;
-        let default = match name {
-            "cleanup.policy" => "delete".to_string(),
-            "exacta.write.guarantee" => b.default_write_guarantee.name().to_string(),
-            "max.message.bytes" => b.message_max_bytes.to_string(),
-            "message.timestamp.after.max.ms" => b.message_timestamp_after_max_ms.to_string(),
-            "message.timestamp.before.max.ms" => b.message_timestamp_before_max_ms.to_string(),
-            "retention.bytes" => b.retention_bytes.to_string(),
-            "retention.ms" => b.retention_ms.to_string(),
-            "segment.bytes" => b.segment_bytes.to_string(),
-            "segment.ms" => b.segment_ms.to_string(),
-            _ => return None,
-        };
-        Some((default, true))
-    }
-
-    fn number(&self, name: &str) -> i64 {
-        self.value(name)
-            .and_then(|(v, _)| v.parse().ok())
-            .unwrap_or_default()
-    }
-
-    pub fn log_config(&self) -> LogConfig {
-        LogConfig {
-            segment_bytes: self.number("segment.bytes") as u64,
-            segment_ms: self.number("segment.ms"),
-            retention_ms: self.number("retention.ms"),
-            retention_bytes: self.number("retention.bytes"),
-            ..LogConfig::default()
-        }
-    }
-
-    /// What a produced batch must satisfy on this topic.
-    pub fn write_rules(&self) -> WriteRules {
-        WriteRules {
-            max_message_bytes: self.number("max.message.bytes"),
-            write_guarantee: self
-                .value("exacta.write.guarantee")
-                .and_then(|(v, _)| WriteGuarantee::parse(&v))
-                .unwrap_or_default(),
-            timestamp_before_max_ms: self.number("message.timestamp.before.max.ms"),
-            timestamp_after_max_ms: self.number("message.timestamp.after.max.ms"),
-        }
-    }
-}
-
-/// A topic's rules for produced batches, resolved from its configs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WriteRules {
-    /// Largest batch (`max.message.bytes`).
-    pub max_message_bytes: i64,
-    /// Which producers may write (`exacta.write.guarantee`).
-    pub write_guarantee: WriteGuarantee,
-    /// How far in the past a record's create time may be (`message.timestamp.before.max.ms`).
-    pub timestamp_before_max_ms: i64,
-    /// How far in the future a record's create time may be (`message.timestamp.after.max.ms`).
-    pub timestamp_after_max_ms: i64,
-}
-
-/// Checks one topic config value; the error says why, for the client.
-pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
-    let number = |min: i64, max: i64| -> Result<(), String> {
-        let v: i64 = value
-            .parse()
-            .map_err(|_| format!("{name} must be an integer, got '{value}'"))?;
-        if v < min || v > max {
-            return Err(format!("{name} must be in {min}..={max}, got {v}"));
-        }
-        Ok(())
-    };
-    match name {
-        "cleanup.policy" if value == "delete" => Ok(()),
-        "cleanup.policy" => Err(format!(
-            "cleanup.policy '{value}' is not supported; only 'delete' is"
-        )),
-        "exacta.write.guarantee" if WriteGuarantee::parse(value).is_some() => Ok(()),
-        "exacta.write.guarantee" => Err(format!(
-            "exacta.write.guarantee must be one of {}, got '{value}'",
-            WriteGuarantee::NAMES.join(", ")
-        )),
-        "max.message.bytes" => number(64, i32::MAX as i64),
-        "message.timestamp.after.max.ms" | "message.timestamp.before.max.ms" => number(0, i64::MAX),
-        "retention.bytes" | "retention.ms" => number(-1, i64::MAX),
-        "segment.bytes" => number(1024, i32::MAX as i64),
-        "segment.ms" => number(1, i64::MAX),
-        other => Err(format!(
-            "unknown or unsupported topic config '{other}'; supported: {}",
-            TOPIC_CONFIG_NAMES.join(", ")
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,35 +399,5 @@ mod tests {
         assert_eq!(c.flush_policy, FlushPolicy::Never);
         assert!(toml::from_str::<BrokerConfig>("no_such_key = 1").is_err());
         assert!(toml::from_str::<BrokerConfig>("flush_policy = \"sometimes\"").is_err());
-    }
-
-    #[test]
-    fn topic_config_values_are_checked() {
-        assert!(validate_topic_config("retention.ms", "-1").is_ok());
-        assert!(validate_topic_config("retention.ms", "abc").is_err());
-        assert!(validate_topic_config("segment.bytes", "10").is_err());
-        assert!(validate_topic_config("cleanup.policy", "compact").is_err());
-        assert!(validate_topic_config("exacta.write.guarantee", "transactional").is_ok());
-        assert!(validate_topic_config("exacta.write.guarantee", "sometimes").is_err());
-        let broker = BrokerConfig {
-            default_write_guarantee: WriteGuarantee::Idempotent,
-            ..BrokerConfig::default()
-        };
-        let mut overrides = BTreeMap::new();
-        let configs = TopicConfigs {
-            overrides: &overrides,
-            broker: &broker,
-        };
-        assert_eq!(
-            configs.write_rules().write_guarantee,
-            WriteGuarantee::Idempotent
-        );
-        overrides.insert("exacta.write.guarantee".into(), "none".into());
-        let configs = TopicConfigs {
-            overrides: &overrides,
-            broker: &broker,
-        };
-        assert_eq!(configs.write_rules().write_guarantee, WriteGuarantee::None);
-        assert!(validate_topic_config("unclean.leader.election.enable", "true").is_err());
     }
 }

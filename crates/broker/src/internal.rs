@@ -1,8 +1,10 @@
-//! Internal topics (`__consumer_offsets`, `__transaction_state`): created at start with
-//! retention disabled, and replayed record by record to rebuild a coordinator.
+//! Internal topics (`__consumer_offsets`, `__transaction_state`): compacted, never
+//! deleted by age or size, and replayed record by record to rebuild a coordinator.
 //!
-//! To ensure correctness: the coordinators assume none of these records is ever deleted
-//! (there is no compaction yet), so the configs that delete records are pinned
+//! To ensure correctness: the coordinators' records are keyed (a group, a group's offset
+//! for a partition, a transactional id) and later records supersede earlier ones, so
+//! compaction keeps exactly the live state and a restart replays that, not the history.
+//! Retention would drop live state, so the configs that decide deletion are pinned
 //! ([`PINNED_CONFIGS`]) and [`check_configs`] refuses any alteration that would change
 //! them or shrink segments below sane minimums; retention never runs on these topics.
 
@@ -14,18 +16,39 @@ use exacta_wire::kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use crate::partitions::{ApiError, Broker, Topic};
 
-/// The topic, created with `partitions` if missing. Its records are never deleted by age
-/// or size: without compaction, retention would drop live state.
+/// The topic, created with `partitions` if missing, with the pinned configs (a data
+/// directory from before compaction gets them added).
 pub fn open_topic(broker: &Broker, name: &str, partitions: i32) -> Result<Arc<Topic>, ApiError> {
-    if let Some(topic) = broker.topic(name) {
+    let Some(topic) = broker.topic(name) else {
+        return broker.create_topic(name, partitions, pinned_configs(), false);
+    };
+    let missing = PINNED_CONFIGS
+        .iter()
+        .any(|(k, v)| topic.configs.get(*k).map(String::as_str) != Some(*v));
+    if !missing {
         return Ok(topic);
     }
-    broker.create_topic(name, partitions, pinned_configs(), false)
+    tracing::info!(
+        topic = name,
+        "pinning the internal topic's configs (compaction on)"
+    );
+    let pin = |c: &mut BTreeMap<String, String>| {
+        c.extend(pinned_configs());
+        Ok(())
+    };
+    broker.alter_topic_configs(name, pin, false)?;
+    broker
+        .topic(name)
+        .ok_or_else(|| ApiError::new(ErrorCode::UnknownTopicOrPartition, name))
 }
 
-/// Config overrides every internal topic has and keeps: nothing is deleted by age or size,
-/// and the cleanup policy stays `delete` (meaning: only retention deletes, and it is off).
-pub const PINNED_CONFIGS: &[(&str, &str)] = &[("retention.ms", "-1"), ("retention.bytes", "-1")];
+/// Config overrides every internal topic has and keeps: compacted, nothing deleted by age
+/// or size.
+pub const PINNED_CONFIGS: &[(&str, &str)] = &[
+    ("cleanup.policy", "compact"),
+    ("retention.ms", "-1"),
+    ("retention.bytes", "-1"),
+];
 
 /// Smallest `segment.bytes` an internal topic may be given (a segment per few records
 /// would mean a file per few records).
@@ -42,7 +65,7 @@ pub fn pinned_configs() -> BTreeMap<String, String> {
 }
 
 /// Checks the overrides an alteration would leave on internal topic `name`: the pinned
-/// configs unchanged, `cleanup.policy` only `delete`, segments not below the minimums.
+/// configs unchanged, segments not below the minimums.
 /// Other configs (`max.message.bytes`, `exacta.write.guarantee`) are free: they concern
 /// client writes, which internal topics never take.
 pub fn check_configs(name: &str, configs: &BTreeMap<String, String>) -> Result<(), ApiError> {
@@ -55,13 +78,8 @@ pub fn check_configs(name: &str, configs: &BTreeMap<String, String>) -> Result<(
     for (key, pinned) in PINNED_CONFIGS {
         if configs.get(*key).map(String::as_str) != Some(*pinned) {
             return refuse(format!(
-                "{key} must stay {pinned} (its records are never deleted)"
+                "{key} must stay {pinned} (compacted, never deleted by age or size)"
             ));
-        }
-    }
-    if let Some(policy) = configs.get("cleanup.policy") {
-        if policy != "delete" {
-            return refuse(format!("cleanup.policy cannot be '{policy}'"));
         }
     }
     let at_least = |key: &str, min: i64| -> Result<(), ApiError> {

@@ -8,9 +8,11 @@
 //! - [`partitions`]: the partition manager: topics, their partition logs, high watermarks.
 //! - [`groups`]: the group coordinator runtime over `__consumer_offsets`.
 //! - [`txns`]: the transaction coordinator runtime over `__transaction_state`.
+//! - [`cleaner`]: the background log cleaner (compaction) and its metrics.
 //! - [`flusher`]: group commit: one fsync covers every append waiting at that moment.
-//! - [`config`]: settings and their limits.
+//! - [`config`]: settings and their limits; [`topic_config`]: topic-level configs.
 
+pub mod cleaner;
 pub mod config;
 pub mod flusher;
 pub mod frames;
@@ -20,6 +22,7 @@ pub mod internal;
 pub mod metrics;
 pub mod partitions;
 pub mod server;
+pub mod topic_config;
 pub mod txns;
 
 pub use config::{BrokerConfig, FlushPolicy};

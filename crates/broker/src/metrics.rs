@@ -250,6 +250,7 @@ pub fn render(node: &Node) -> String {
         load(&m.fencings),
     );
 
+    crate::cleaner::render_metrics(&mut out);
     gauge_header(
         &mut out,
         "exacta_coordinator_load_seconds",
@@ -368,7 +369,7 @@ pub fn render(node: &Node) -> String {
 }
 
 /// A label value with backslashes, quotes and newlines escaped (Prometheus text format).
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

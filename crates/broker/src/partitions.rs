@@ -21,8 +21,9 @@ use uuid::Uuid;
 
 use exacta_coordinator::producer_ids::ProducerIdManager;
 
-use crate::config::{validate_topic_config, BrokerConfig, FlushPolicy, TopicConfigs, WriteRules};
+use crate::config::{BrokerConfig, FlushPolicy};
 use crate::flusher::Flusher;
+use crate::topic_config::{validate_topic_configs, TopicConfigs, WriteRules};
 
 /// Name of the marker a clean shutdown leaves in the data directory.
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".exacta-clean-shutdown";
@@ -276,6 +277,53 @@ impl Partition {
         self.log().apply_retention(now_ms)
     }
 
+    /// Whether the topic is compacted (`cleanup.policy` has `compact`).
+    pub fn is_compacted(&self) -> bool {
+        self.log().config().compact
+    }
+
+    /// What the cleaner needs, below the last stable offset; `None` while another
+    /// cleaning of this log is under way.
+    pub fn clean_view(&self) -> Option<exacta_log::cleaner::CleanView> {
+        let hw = self.high_watermark();
+        self.log().clean_view(hw)
+    }
+
+    /// Installs a finished cleaning (a short hold of the log lock: files were swapped).
+    pub fn install_cleaned(
+        &self,
+        view: exacta_log::cleaner::CleanView,
+        outcome: &exacta_log::cleaner::Outcome,
+    ) -> Result<(), LogError> {
+        self.log().install_cleaned(view, outcome)
+    }
+
+    /// DeleteRecords: the log start offset becomes `offset` (-1: the high watermark).
+    /// Past the high watermark is OFFSET_OUT_OF_RANGE. Returns the new low watermark.
+    pub fn delete_records(&self, offset: i64) -> Result<i64, ApiError> {
+        let hw = self.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
+            return Err(ApiError::new(
+                ErrorCode::OffsetOutOfRange,
+                format!(
+                    "cannot delete records of {}-{} before offset {offset}: \
+                     it is outside [0, {hw}] (the high watermark)",
+                    self.topic, self.index
+                ),
+            ));
+        }
+        Ok(crate::blocking(|| {
+            self.log().delete_records_before(target)
+        })?)
+    }
+
+    /// Segment count and bytes on disk.
+    pub fn log_size(&self) -> (usize, u64) {
+        let log = self.log();
+        (log.segment_count(), log.size_bytes())
+    }
+
     /// The idempotent producers this partition remembers.
     pub fn producers(&self) -> Vec<exacta_log::producer_state::ProducerEntry> {
         self.log().producer_state().producers().cloned().collect()
@@ -503,9 +551,8 @@ impl Broker {
                 ),
             ));
         }
-        for (k, v) in &configs {
-            validate_topic_config(k, v).map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
-        }
+        validate_topic_configs(&configs, &self.config)
+            .map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
         let _admin = self.admin_lock();
         if self.topic(name).is_some() {
             return Err(ApiError::new(
@@ -647,9 +694,8 @@ impl Broker {
         if exacta_types::is_internal_topic(name) {
             crate::internal::check_configs(name, &configs)?;
         }
-        for (k, v) in &configs {
-            validate_topic_config(k, v).map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
-        }
+        validate_topic_configs(&configs, &self.config)
+            .map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
         if validate_only {
             return Ok(());
         }

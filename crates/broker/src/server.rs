@@ -162,6 +162,7 @@ impl Server {
             background.spawn(crate::metrics::serve(metrics, Arc::clone(&node)));
         }
         background.spawn(retention_loop(Arc::clone(&broker)));
+        let mut cleaner = crate::cleaner::CleanerThread::start(Arc::clone(&broker));
         background.spawn(Arc::clone(&node.groups).tick_loop());
         background.spawn(Arc::clone(&node.txns).tick_loop());
         if broker.config.flush_policy == FlushPolicy::Interval {
@@ -218,15 +219,18 @@ impl Server {
         }
         background.abort_all();
         let closing = Arc::clone(&broker);
-        tokio::task::spawn_blocking(move || closing.close())
-            .await
-            .map_err(|e| {
-                ServerError::Close(exacta_log::LogError::Io {
-                    action: "join close task",
-                    path: Default::default(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })??;
+        tokio::task::spawn_blocking(move || {
+            cleaner.stop();
+            closing.close()
+        })
+        .await
+        .map_err(|e| {
+            ServerError::Close(exacta_log::LogError::Io {
+                action: "join close task",
+                path: Default::default(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })??;
         tracing::info!("shutdown complete");
         Ok(())
     }

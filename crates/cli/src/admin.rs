@@ -131,6 +131,16 @@ pub enum TopicCommand {
     },
     /// Delete a topic.
     Delete { topic: String },
+    /// Delete the records of a partition before an offset (DeleteRecords): the log start
+    /// offset moves there.
+    DeleteRecords {
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// Records before this offset go; -1 means the high watermark (everything).
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
+    },
     /// Set (or with --delete remove) topic configs.
     AlterConfig {
         topic: String,
@@ -228,9 +238,18 @@ pub async fn topic(
             let metadata = cluster.metadata(Some(std::slice::from_ref(&topic))).await?;
             let t = metadata.topics.first().context("no metadata returned")?;
             KafkaError::check(t.error_code, None)?;
-            let mut rows = Rows::new(&["PARTITION", "LEADER", "START", "END", "LSO", "LSO LAG"]);
+            let mut rows = Rows::new(&[
+                "PARTITION",
+                "LEADER",
+                "START",
+                "END",
+                "LSO",
+                "LSO LAG",
+                "SIZE",
+            ]);
             let mut partitions: Vec<_> = t.partitions.iter().collect();
             partitions.sort_by_key(|p| p.partition_index);
+            let sizes = log_sizes(cluster, &topic).await?;
             for p in partitions {
                 let i = p.partition_index;
                 let start = list_offset(cluster, &topic, i, -2, 0).await?;
@@ -243,6 +262,7 @@ pub async fn topic(
                     json!(end),
                     json!(lso),
                     json!(end - lso),
+                    json!(sizes.get(&i)),
                 ]);
             }
             let configs = describe_configs(cluster, &topic).await?;
@@ -305,6 +325,35 @@ pub async fn topic(
             }
             println!("deleted topic {topic}");
         }
+        TopicCommand::DeleteRecords {
+            topic,
+            partition,
+            before,
+        } => {
+            use delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
+            let request = DeleteRecordsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(topic_name(&topic))
+                    .with_partitions(vec![DeleteRecordsPartition::default()
+                        .with_partition_index(partition)
+                        .with_offset(before)])]);
+            let response = cluster
+                .leader(&topic, partition)
+                .await?
+                .send(&request)
+                .await?;
+            let p = response
+                .topics
+                .first()
+                .and_then(|t| t.partitions.first())
+                .context("empty DeleteRecords response")?;
+            KafkaError::check(p.error_code, None)?;
+            println!(
+                "deleted the records of {topic}-{partition} before offset {}",
+                p.low_watermark
+            );
+        }
         TopicCommand::AlterConfig { topic, set, delete } => {
             use incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
             let mut resource = AlterConfigsResource::default()
@@ -340,6 +389,24 @@ pub async fn topic(
         }
     }
     Ok(())
+}
+
+/// Bytes on disk per partition of `topic` (DescribeLogDirs of every broker).
+async fn log_sizes(cluster: &mut Cluster, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    // Null topics: every partition of the broker (a list would have to name partitions).
+    let request = DescribeLogDirsRequest::default().with_topics(None);
+    let mut sizes = BTreeMap::new();
+    for (_, address) in cluster.brokers().await? {
+        let response = cluster.broker(&address).await?.send(&request).await?;
+        for dir in &response.results {
+            for t in dir.topics.iter().filter(|t| t.name.as_str() == topic) {
+                for p in &t.partitions {
+                    *sizes.entry(p.partition_index).or_insert(0) += p.partition_size;
+                }
+            }
+        }
+    }
+    Ok(sizes)
 }
 
 /// ListOffsets for one partition: `timestamp` -1 latest, -2 earliest; `isolation` 1 for

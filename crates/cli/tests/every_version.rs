@@ -229,6 +229,30 @@ fn exchange(
             };
             call!(request.with_timeout_ms(5_000), DeleteTopicsResponse)
         }
+        ApiKey::DeleteRecords => call!(
+            DeleteRecordsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(1)
+                            .with_offset(0)
+                    ])]),
+            DeleteRecordsResponse
+        ),
+        ApiKey::DescribeLogDirs => {
+            let request = DescribeLogDirsRequest::default().with_topics(Some(vec![
+                describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(topic())
+                    .with_partitions(vec![0, 1]),
+            ]));
+            c.try_call::<_, DescribeLogDirsResponse>(key, v, &request)
+                .and_then(|r| match r.results.first() {
+                    Some(d) if d.topics.first().is_some_and(|t| t.partitions.len() == 2) => Ok(()),
+                    _ => Err(format!("no partitions described: {r:?}")),
+                })
+        }
         ApiKey::DescribeConfigs => call!(
             DescribeConfigsRequest::default()
                 .with_include_synonyms(true)

@@ -82,7 +82,10 @@ fn internal_topics_keep_the_configs_their_coordinators_rely_on() {
             ("retention.ms", Some("1"), 0),
             ("retention.bytes", Some("1"), 0),
             ("retention.ms", None, 1),
-            ("cleanup.policy", Some("compact"), 0),
+            ("cleanup.policy", Some("delete"), 0),
+            ("cleanup.policy", Some("compact,delete"), 0),
+            ("cleanup.policy", Some("compact"), 3),
+            ("cleanup.policy", None, 1),
             ("segment.bytes", Some("1024"), 0),
             ("segment.ms", Some("1"), 0),
         ] {
@@ -106,10 +109,14 @@ fn internal_topics_keep_the_configs_their_coordinators_rely_on() {
         ]);
         let replaced: AlterConfigsResponse = c.call(ApiKey::AlterConfigs, 1, &request);
         assert_eq!(replaced.responses[0].error_code, 0, "{topic}");
-        for key in ["retention.ms", "retention.bytes"] {
+        for (key, pinned) in [
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+            ("cleanup.policy", "compact"),
+        ] {
             assert_eq!(
                 describe_topic_config(&mut c, topic, key).as_deref(),
-                Some("-1"),
+                Some(pinned),
                 "{topic} {key}"
             );
         }

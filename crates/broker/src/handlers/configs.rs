@@ -2,10 +2,11 @@
 //! and older tools send, which replaces a resource's whole set of overrides) and
 //! IncrementalAlterConfigs (key 44).
 //!
-//! Topics support `retention.ms`, `retention.bytes`, `segment.bytes`, `segment.ms`,
-//! `max.message.bytes` and `cleanup.policy=delete`; alterations are validated, persisted
-//! and applied to the live logs at once. Broker configs are static (the TOML file) and
-//! described read-only.
+//! Topics support the configs in [`TOPIC_CONFIG_NAMES`] (retention, segments, compaction,
+//! timestamps, sizes); alterations are validated, persisted and applied to the live logs
+//! at once. APPEND and SUBTRACT work on the list `cleanup.policy`, starting from the value
+//! in force (the broker default when the topic has no override), as on Kafka. Broker
+//! configs are static (the TOML file) and described read-only.
 
 use std::collections::BTreeMap;
 
@@ -22,8 +23,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::message;
-use crate::config::{TopicConfigs, TOPIC_CONFIG_NAMES};
 use crate::partitions::{ApiError, Broker};
+use crate::topic_config::{TopicConfigs, TOPIC_CONFIG_NAMES};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -33,11 +34,12 @@ const SOURCE_DEFAULT: i8 = 5;
 
 fn config_type(name: &str) -> i8 {
     match name {
-        "cleanup.policy" => 7,                      // LIST
-        "max.message.bytes" | "segment.bytes" => 3, // INT
-        "auto.create.topics.enable" => 1,           // BOOLEAN
-        "log.flush.policy" | "cluster.id" => 2,     // STRING
-        _ => 5,                                     // LONG
+        "cleanup.policy" | "log.cleanup.policy" => 7, // LIST
+        "min.cleanable.dirty.ratio" | "log.cleaner.min.cleanable.ratio" => 6, // DOUBLE
+        "max.message.bytes" | "segment.bytes" => 3,   // INT
+        "auto.create.topics.enable" | "log.cleaner.enable" => 1, // BOOLEAN
+        "log.flush.policy" | "cluster.id" => 2,       // STRING
+        _ => 5,                                       // LONG
     }
 }
 
@@ -100,6 +102,16 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest) -> DescribeCon
                         c.auto_create_topics.to_string(),
                     ),
                     ("broker.id", c.node_id.to_string()),
+                    ("log.cleaner.enable", c.cleaner_enable.to_string()),
+                    (
+                        "log.cleaner.delete.retention.ms",
+                        c.delete_retention_ms.to_string(),
+                    ),
+                    (
+                        "log.cleaner.min.cleanable.ratio",
+                        c.min_cleanable_dirty_ratio.to_string(),
+                    ),
+                    ("log.cleanup.policy", c.cleanup_policy.clone()),
                     ("log.flush.policy", flush),
                     ("log.retention.bytes", c.retention_bytes.to_string()),
                     ("log.retention.ms", c.retention_ms.to_string()),
@@ -206,7 +218,7 @@ fn alter_resource(
                     }
                 }
                 for op in ops {
-                    apply(configs, op)?;
+                    apply(configs, op, &broker.config)?;
                 }
                 Ok(())
             },
@@ -227,7 +239,11 @@ fn alter_resource(
     }
 }
 
-fn apply(configs: &mut BTreeMap<String, String>, op: &AlterableConfig) -> Result<(), ApiError> {
+fn apply(
+    configs: &mut BTreeMap<String, String>,
+    op: &AlterableConfig,
+    defaults: &crate::config::BrokerConfig,
+) -> Result<(), ApiError> {
     let name = op.name.to_string();
     let value = op.value.as_ref().map(|v| v.to_string());
     let invalid = |m: String| Err(ApiError::new(ErrorCode::InvalidConfig, m));
@@ -246,10 +262,14 @@ fn apply(configs: &mut BTreeMap<String, String>, op: &AlterableConfig) -> Result
             configs.remove(&name);
         }
         (2 | 3, Some(v)) if is_list => {
-            let mut items: Vec<String> = configs
+            let current = configs
                 .get(&name)
-                .map(|c| c.split(',').map(str::to_string).collect())
+                .cloned()
+                .or_else(|| crate::topic_config::default_value(defaults, &name))
                 .unwrap_or_default();
+            let mut items: Vec<String> = crate::topic_config::list_items(&current)
+                .map(str::to_string)
+                .collect();
             if op.config_operation == 2 {
                 if !items.contains(&v) {
                     items.push(v);

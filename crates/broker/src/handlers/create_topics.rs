@@ -11,8 +11,8 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::message;
-use crate::config::{TopicConfigs, TOPIC_CONFIG_NAMES};
 use crate::partitions::{ApiError, Broker};
+use crate::topic_config::{TopicConfigs, TOPIC_CONFIG_NAMES};
 
 pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();

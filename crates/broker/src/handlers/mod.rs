@@ -23,9 +23,11 @@ pub mod configs;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_transactions;
 pub mod end_txn;
@@ -108,6 +110,10 @@ pub fn dispatch(
             ctx.ready(&crate::blocking(|| create_partitions::handle(broker, r)))
         }
         Request::DescribeConfigs(r) => ctx.ready(&configs::describe(broker, r)),
+        Request::DeleteRecords(r) => ctx.ready(&delete_records::handle(broker, r)),
+        Request::DescribeLogDirs(r) => {
+            ctx.ready(&crate::blocking(|| describe_log_dirs::handle(broker, r)))
+        }
         Request::AlterConfigs(r) => ctx.ready(&crate::blocking(|| configs::alter_all(broker, r))),
         Request::IncrementalAlterConfigs(r) => {
             ctx.ready(&crate::blocking(|| configs::alter(broker, r)))

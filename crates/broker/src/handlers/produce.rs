@@ -12,14 +12,15 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use exacta_types::ErrorCode;
 use exacta_wire::batch::{validate_produced, BatchHeader};
+use exacta_wire::rewrite::StoredBatch;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{message, Ctx, Reply};
-use crate::config::FlushPolicy;
-use crate::config::{WriteGuarantee, WriteRules};
+use crate::config::{FlushPolicy, WriteGuarantee};
 use crate::partitions::{ApiError, Partition};
+use crate::topic_config::WriteRules;
 use crate::Node;
 
 pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
@@ -191,6 +192,9 @@ fn validate(
         ));
     }
     check_timestamps(&header, rules, now_ms)?;
+    if rules.keys_required {
+        check_keys(records, topic)?;
+    }
     let refused = match guarantee {
         WriteGuarantee::None => None,
         WriteGuarantee::Idempotent if header.producer_id < 0 => {
@@ -211,6 +215,23 @@ fn validate(
         ));
     }
     Ok(header)
+}
+
+/// A compacted topic keeps the last record per key, so every record needs one (Kafka's
+/// "Compacted topic cannot accept message without key").
+fn check_keys(records: &Bytes, topic: &str) -> Result<(), ApiError> {
+    let batch =
+        StoredBatch::parse(records).map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
+    match (0..batch.entries.len()).find(|&i| batch.key(i).is_none()) {
+        None => Ok(()),
+        Some(index) => Err(ApiError::new(
+            ErrorCode::InvalidRecord,
+            format!(
+                "Compacted topic cannot accept message without key in topic {topic} \
+                 (record {index} of the batch has none)"
+            ),
+        )),
+    }
 }
 
 /// Timestamp of a record without one (magic 2 allows it).
@@ -260,6 +281,7 @@ mod tests {
             write_guarantee: WriteGuarantee::None,
             timestamp_before_max_ms: 1_000,
             timestamp_after_max_ms: 1_000,
+            keys_required: false,
         }
     }
 

@@ -1,0 +1,65 @@
+//! DescribeLogDirs (key 35): the one log directory (the data directory), its partitions'
+//! sizes on disk and, from v4, the file system's total and usable bytes.
+
+use exacta_types::ErrorCode;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::partitions::Broker;
+
+pub fn handle(broker: &Broker, request: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    let dir = &broker.config.data_dir;
+    let absolute = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+    let mut result = DescribeLogDirsResult::default()
+        .with_error_code(ErrorCode::None.code())
+        .with_log_dir(StrBytes::from_string(absolute.display().to_string()));
+    let (total, usable) = disk_space(&absolute).unwrap_or((-1, -1));
+    result.total_bytes = total;
+    result.usable_bytes = usable;
+    let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.topic.to_string(), t.partitions))
+            .collect()
+    });
+    for topic in broker.topics() {
+        let partitions: Option<&Vec<i32>> = match &wanted {
+            None => None,
+            Some(list) => match list.iter().find(|(n, _)| *n == topic.name) {
+                Some((_, p)) => Some(p),
+                None => continue,
+            },
+        };
+        let mut out = DescribeLogDirsTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.name.clone())));
+        for p in &topic.partitions {
+            if partitions.is_some_and(|want| !want.contains(&p.index)) {
+                continue;
+            }
+            let (_, bytes) = p.log_size();
+            out.partitions.push(
+                DescribeLogDirsPartition::default()
+                    .with_partition_index(p.index)
+                    .with_partition_size(bytes as i64)
+                    .with_offset_lag(0)
+                    .with_is_future_key(false),
+            );
+        }
+        if !out.partitions.is_empty() {
+            result.topics.push(out);
+        }
+    }
+    DescribeLogDirsResponse::default()
+        .with_error_code(ErrorCode::None.code())
+        .with_results(vec![result])
+}
+
+/// Total and available bytes of the file system holding `dir`.
+fn disk_space(dir: &std::path::Path) -> Option<(i64, i64)> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    let block = s.f_frsize as i64;
+    Some((s.f_blocks as i64 * block, s.f_bavail as i64 * block))
+}

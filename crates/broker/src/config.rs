@@ -138,6 +138,9 @@ pub struct BrokerConfig {
     // Consumer groups.
     /// Partitions of `__consumer_offsets` (`offsets.topic.num.partitions`), fixed once created.
     pub offsets_topic_partitions: i32,
+    /// Segment size of `__consumer_offsets` (`offsets.topic.segment.bytes`): the active
+    /// segment is never compacted, so a restart replays up to this much beyond live state.
+    pub offsets_topic_segment_bytes: u64,
     pub group_min_session_timeout_ms: i32,
     pub group_max_session_timeout_ms: i32,
     /// Wait for more members before an empty group's first generation.
@@ -153,6 +156,8 @@ pub struct BrokerConfig {
     // Transactions.
     /// Partitions of `__transaction_state`, fixed once created.
     pub transaction_state_partitions: i32,
+    /// Segment size of `__transaction_state` (`transaction.state.log.segment.bytes`).
+    pub transaction_state_segment_bytes: u64,
     /// Largest `transaction.timeout.ms` a producer may ask for (`transaction.max.timeout.ms`).
     pub transaction_max_timeout_ms: i32,
     /// Forget a transactional id idle this long (`transactional.id.expiration.ms`).
@@ -202,6 +207,7 @@ impl Default for BrokerConfig {
             partitions_max_per_topic: 10_000,
             shutdown_timeout_ms: 30_000,
             offsets_topic_partitions: 16,
+            offsets_topic_segment_bytes: 100 << 20,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
@@ -210,6 +216,7 @@ impl Default for BrokerConfig {
             offsets_retention_minutes: 7 * 24 * 60,
             offset_metadata_max_bytes: 4096,
             transaction_state_partitions: 8,
+            transaction_state_segment_bytes: 100 << 20,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
         }
@@ -320,6 +327,21 @@ impl BrokerConfig {
             || self.cleaner_io_max_bytes_per_second <= 0.0
         {
             return bad("cleaner_io_max_bytes_per_second must be positive (inf: no limit)".into());
+        }
+        for (name, bytes) in [
+            (
+                "offsets_topic_segment_bytes",
+                self.offsets_topic_segment_bytes,
+            ),
+            (
+                "transaction_state_segment_bytes",
+                self.transaction_state_segment_bytes,
+            ),
+        ] {
+            let min = crate::internal::SEGMENT_BYTES_MIN as u64;
+            if bytes < min || bytes > i32::MAX as u64 {
+                return bad(format!("{name} must be in {min}..=2147483647, got {bytes}"));
+            }
         }
         if self.groups_max == 0 {
             return bad("groups_max must be positive".into());

@@ -75,7 +75,12 @@ impl GroupRuntime {
         partitions: i32,
     ) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
-        let topic = crate::internal::open_topic(&broker, OFFSETS_TOPIC, partitions)?;
+        let topic = crate::internal::open_topic(
+            &broker,
+            OFFSETS_TOPIC,
+            partitions,
+            broker.config.offsets_topic_segment_bytes,
+        )?;
         let groups_max = config.groups_max;
         let mut shards: Vec<Shard> = (0..topic.partitions.len())
             .map(|_| Shard {

@@ -16,15 +16,25 @@ use exacta_wire::kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use crate::partitions::{ApiError, Broker, Topic};
 
-/// The topic, created with `partitions` if missing, with the pinned configs (a data
-/// directory from before compaction gets them added).
-pub fn open_topic(broker: &Broker, name: &str, partitions: i32) -> Result<Arc<Topic>, ApiError> {
+/// The topic, created with `partitions` if missing, with the pinned configs and segments
+/// of `segment_bytes` (`offsets.topic.segment.bytes` / `transaction.state.log.segment.bytes`:
+/// only closed segments are compacted, so this bounds what a restart replays beyond the
+/// live state). A data directory from before compaction gets them added.
+pub fn open_topic(
+    broker: &Broker,
+    name: &str,
+    partitions: i32,
+    segment_bytes: u64,
+) -> Result<Arc<Topic>, ApiError> {
+    let mut wanted = pinned_configs();
+    wanted.insert("segment.bytes".into(), segment_bytes.to_string());
     let Some(topic) = broker.topic(name) else {
-        return broker.create_topic(name, partitions, pinned_configs(), false);
+        return broker.create_topic(name, partitions, wanted, false);
     };
     let missing = PINNED_CONFIGS
         .iter()
-        .any(|(k, v)| topic.configs.get(*k).map(String::as_str) != Some(*v));
+        .any(|(k, v)| topic.configs.get(*k).map(String::as_str) != Some(*v))
+        || !topic.configs.contains_key("segment.bytes");
     if !missing {
         return Ok(topic);
     }
@@ -33,7 +43,11 @@ pub fn open_topic(broker: &Broker, name: &str, partitions: i32) -> Result<Arc<To
         "pinning the internal topic's configs (compaction on)"
     );
     let pin = |c: &mut BTreeMap<String, String>| {
-        c.extend(pinned_configs());
+        for (k, v) in wanted {
+            if PINNED_CONFIGS.iter().any(|(p, _)| *p == k) || !c.contains_key(&k) {
+                c.insert(k, v);
+            }
+        }
         Ok(())
     };
     broker.alter_topic_configs(name, pin, false)?;

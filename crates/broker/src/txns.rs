@@ -67,7 +67,12 @@ impl TxnRuntime {
         partitions: i32,
     ) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
-        let topic = crate::internal::open_topic(&broker, TXN_TOPIC, partitions)?;
+        let topic = crate::internal::open_topic(
+            &broker,
+            TXN_TOPIC,
+            partitions,
+            broker.config.transaction_state_segment_bytes,
+        )?;
         let shard_count = topic.partitions.len();
         let mut shards: Vec<TxnCoordinator> = (0..shard_count)
             .map(|_| TxnCoordinator::new(config.clone()))

@@ -355,7 +355,7 @@ pub fn build_keyed_batch(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1i32.wrapping_add(i as i32),
+            sequence: (i as i32) - 1,
             timestamp,
             key: Some(bytes::Bytes::copy_from_slice(key)),
             value: value.as_deref().map(bytes::Bytes::copy_from_slice),

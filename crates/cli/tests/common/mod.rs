@@ -14,6 +14,8 @@ pub struct Broker {
     child: Child,
     pub port: u16,
     _dir: tempfile::TempDir,
+    /// Every line the broker logged.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for Broker {
@@ -52,18 +54,30 @@ pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> B
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let port = loop {
         let line = lines.next().expect("broker exited").unwrap();
-        if let Some(rest) = line.split("exacta listening on 127.0.0.1:").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        let port = line
+            .split("exacta listening on 127.0.0.1:")
+            .nth(1)
+            .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap());
+        log.lock().unwrap().push(line);
+        if let Some(port) = port {
+            break port;
         }
     };
     // Keep draining stderr so the broker never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let kept = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
     Broker {
         child,
         port,
         _dir: dir,
+        log,
     }
 }
 
@@ -108,6 +122,12 @@ impl Broker {
         std::mem::replace(&mut self._dir, placeholder)
     }
 
+    /// The log lines containing `text`.
+    pub fn log_lines(&self, text: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(text)).cloned().collect()
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> std::path::PathBuf {
         self._dir.path().join("data")
@@ -122,8 +142,10 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(broker: &Broker) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+        let _ = stream.set_nodelay(true);
         Self {
-            stream: TcpStream::connect(("127.0.0.1", broker.port)).unwrap(),
+            stream,
             correlation: 0,
             port: broker.port,
         }
@@ -176,9 +198,13 @@ impl Conn {
         request
             .encode(&mut body, version)
             .map_err(|e| format!("encoding the request: {e}"))?;
+        // One write per frame: a size prefix sent apart would wait for the delayed ACK of
+        // the first segment (Nagle), 40 ms a request.
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frame.extend_from_slice(&body);
         self.stream
-            .write_all(&(body.len() as i32).to_be_bytes())
-            .and_then(|()| self.stream.write_all(&body))
+            .write_all(&frame)
             .map_err(|e| format!("sending: {e}"))?;
         let mut size = [0u8; 4];
         self.stream
@@ -236,13 +262,64 @@ fn name(s: &str) -> StrBytes {
 
 /// Creates a topic; panics unless it was created.
 pub fn create_topic(c: &mut Conn, topic: &str, partitions: i32) {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    create_topic_with(c, topic, partitions, &[]);
+}
+
+/// Creates a topic with config overrides; panics unless it was created.
+pub fn create_topic_with(c: &mut Conn, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let created = try_create_topic(c, topic, partitions, configs);
+    assert_eq!(
+        created.error_code, 0,
+        "creating {topic}: {:?}",
+        created.error_message
+    );
+}
+
+/// CreateTopics of one topic; its result.
+pub fn try_create_topic(
+    c: &mut Conn,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> create_topics_response::CreatableTopicResult {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
     let request = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
         .with_name(TopicName(name(topic)))
         .with_num_partitions(partitions)
-        .with_replication_factor(1)]);
+        .with_replication_factor(1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    CreatableTopicConfig::default()
+                        .with_name(name(k))
+                        .with_value(Some(name(v)))
+                })
+                .collect(),
+        )]);
     let created: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &request);
-    assert_eq!(created.topics[0].error_code, 0, "creating {topic}");
+    created.topics[0].clone()
+}
+
+/// Every record of a partition from offset 0 as (offset, key, value), decoded.
+pub fn read_records(
+    c: &mut Conn,
+    topic: &str,
+    partition: i32,
+) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
+    let mut bytes = Bytes::from(read_all(c, topic, partition));
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).unwrap();
+    sets.into_iter()
+        .flat_map(|s| s.records)
+        .filter(|r| !r.control)
+        .map(|r| {
+            (
+                r.offset,
+                r.key.map(|k| k.to_vec()).unwrap_or_default(),
+                r.value.map(|v| v.to_vec()),
+            )
+        })
+        .collect()
 }
 
 /// An acks=all Produce request of one batch for `partition` of `topic`.

@@ -48,6 +48,8 @@ def test_topic_commands(broker):
     assert p.flush(10) == 0
     cli(broker, "topic", "alter-config", "cli-orders", "--set", "exacta.write.guarantee=idempotent")
     described = cli(broker, "topic", "describe", "cli-orders", "--output", "json")
+    size = described["partitions"][1].pop("size")
+    assert size > 61, f"the seven records on disk, {size} bytes"
     assert described["partitions"][1] == {"partition": 1, "leader": 0, "start": 0, "end": 7,
                                            "lso": 7, "lso_lag": 0}, described
     configs = {c["config"]: c for c in described["configs"]}
@@ -57,7 +59,7 @@ def test_topic_commands(broker):
     lines = [line.split() for line in table.splitlines()]
     assert ["exacta.write.guarantee", "idempotent", "false"] in lines, table
     assert ["retention.ms", "3600000", "false"] in lines, table
-    assert ["1", "0", "0", "7", "7", "0"] in lines, table  # partition leader start end lso lag
+    assert ["1", "0", "0", "7", "7", "0", str(size)] in lines, table  # partition leader start end lso lag size
     bad = cli(broker, "topic", "describe", "no-such-topic", check=False)
     assert bad.returncode == 1
     assert "UNKNOWN_TOPIC_OR_PARTITION" in bad.stderr and "hint" in bad.stderr, bad.stderr

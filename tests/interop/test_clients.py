@@ -204,7 +204,7 @@ def test_admin_topics_partitions_configs_cluster(broker):
     assert configs["retention.ms"].is_default
 
     bad = ConfigResource(ConfigResource.Type.TOPIC, "cfg", incremental_configs=[
-        ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.SET)])
+        ConfigEntry("cleanup.policy", "shred", incremental_operation=AlterConfigOpType.SET)])
     with pytest.raises(KafkaException) as e:
         a.incremental_alter_configs([bad])[bad].result(10)
     assert e.value.args[0].code() == 40  # INVALID_CONFIG

@@ -190,7 +190,7 @@ impl Default for BrokerConfig {
             delete_retention_ms: log.delete_retention_ms,
             cleaner_enable: true,
             cleaner_dedupe_buffer_bytes: 128 << 20,
-            cleaner_io_max_bytes_per_second: f64::INFINITY,
+            cleaner_io_max_bytes_per_second: 20_000_000.0,
             cleaner_backoff_ms: 15_000,
             message_max_bytes: 1_048_588,
             message_timestamp_before_max_ms: i64::MAX,

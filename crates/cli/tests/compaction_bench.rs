@@ -87,18 +87,36 @@ fn cleaner_throughput_and_produce_under_cleaning() {
             let answer = produce(&mut c, 9, "big", 0, keyed(1000, 100_000, round, 80));
             assert_eq!(answer.error_code, 0);
         }
+        // Measured load on one topic while another client keeps updating `big`, so that
+        // the cleaner (when on) is busy for the whole run.
+        let before = cleaned_lines(&broker, "big").len();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let updater = {
+            let stop = std::sync::Arc::clone(&stop);
+            let mut c = Conn::new(&broker);
+            std::thread::spawn(move || {
+                let mut round = 3000;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let answer = produce(&mut c, 9, "big", 0, keyed(1000, 100_000, round, 80));
+                    assert_eq!(answer.error_code, 0);
+                    round += 1;
+                }
+            })
+        };
         let (rate, p50, p99) = produce_load(&broker, "load", seconds);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        updater.join().unwrap();
         println!(
             "{label}: produce {rate:.0} records/s, p50 {p50:?}, p99 {p99:?} \
              (cleanings during the run: {})",
-            cleaned_lines(&broker, "big").len()
+            cleaned_lines(&broker, "big").len() - before
         );
         if config.contains("backoff") {
             let deadline = Instant::now() + Duration::from_secs(600);
             while cleaned_lines(&broker, "big").is_empty() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(200));
             }
-            for line in cleaned_lines(&broker, "big") {
+            for line in cleaned_lines(&broker, "big").iter().rev().take(3) {
                 println!("  {}", &line[line.find("bytes_read").unwrap_or(0)..]);
             }
         }

@@ -198,7 +198,7 @@ pub fn assess(view: &CleanView, now_ms: i64) -> Assessment {
         .filter(|&t| t > 0)
         .min();
     let clean_until = now_ms.saturating_sub(max_lag);
-    let compaction_delay_ms = earliest.map_or(0, |t| (clean_until - t).max(0));
+    let compaction_delay_ms = earliest.map_or(0, |t| clean_until.saturating_sub(t).max(0));
     Assessment {
         first_dirty_offset: first_dirty,
         first_uncleanable_offset: first_uncleanable,

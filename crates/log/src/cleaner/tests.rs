@@ -148,6 +148,14 @@ fn keeps_the_last_record_per_key_at_its_offset_and_survives_a_restart() {
         assert_eq!(original, row, "offsets are not renumbered");
     }
     assert!(outcome.stats.bytes_written < outcome.stats.bytes_read);
+    let view = log.clean_view(log.log_end_offset()).unwrap();
+    let again = assess(&view, NOW);
+    assert!(!again.due(&view.config), "nothing new to clean: {again:?}");
+    assert_eq!(
+        again.compaction_delay_ms, 0,
+        "max.compaction.lag.ms is unlimited"
+    );
+    drop(view);
     // Segments are grouped by their size before cleaning (as Kafka does), so the small
     // cleaned segments merge at the next cleaning.
     append(&mut log, &[("a", Some("last"))], (-1, -1, -1));

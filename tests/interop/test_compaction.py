@@ -18,7 +18,7 @@ from kafka.admin import KafkaAdminClient
 
 from harness import BIN
 
-CONFIG = "cleaner_backoff_ms = 100\n"
+CONFIG = "cleaner_backoff_ms = 100\ncleaner_io_max_bytes_per_second = inf\n"
 COMPACTED = {
     "cleanup.policy": "compact",
     "segment.bytes": "2048",

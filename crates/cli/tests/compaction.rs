@@ -15,6 +15,8 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 const FAST_CLEANER: &str = "cleaner_backoff_ms = 50\n";
+/// As [`FAST_CLEANER`], without the default I/O limit.
+const UNTHROTTLED: &str = "cleaner_backoff_ms = 50\ncleaner_io_max_bytes_per_second = inf\n";
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -97,7 +99,7 @@ fn assert_matches(c: &mut Conn, topic: &str, acked: &BTreeMap<String, String>) -
 
 #[test]
 fn a_million_updates_over_ten_thousand_keys_leave_ten_thousand_records() {
-    let broker = start_with(FAST_CLEANER);
+    let broker = start_with(UNTHROTTLED);
     let mut c = Conn::new(&broker);
     create_topic_with(&mut c, "changelog", 1, &compacted("4194304"));
     let started = Instant::now();
@@ -221,7 +223,7 @@ fn a_crash_at_each_step_of_a_swap_leaves_the_old_or_the_new_segments() {
     for step in ["1", "2", "3"] {
         let dir = tempfile::tempdir().unwrap();
         let env = [("EXACTA_TEST_CRASH_IN_SWAP", step)];
-        let mut broker = start_in(dir, FAST_CLEANER, &env);
+        let mut broker = start_in(dir, UNTHROTTLED, &env);
         let mut c = Conn::new(&broker);
         create_topic_with(&mut c, "swap", 1, &compacted("4096"));
         let mut acked = BTreeMap::new();
@@ -292,7 +294,7 @@ fn loaded_records(broker: &Broker, what: &str) -> usize {
 fn compacted_internal_topics_bound_what_a_restart_replays() {
     // No fsyncs (durability is not what this test is about), small internal segments.
     let config = format!(
-        "{FAST_CLEANER}flush_policy = \"never\"\noffsets_topic_partitions = 1\n\
+        "{UNTHROTTLED}flush_policy = \"never\"\noffsets_topic_partitions = 1\n\
          transaction_state_partitions = 1\noffsets_topic_segment_bytes = 1048576\n\
          transaction_state_segment_bytes = 1048576\n"
     );

@@ -1,6 +1,8 @@
 //! DescribeLogDirs (key 35): the one log directory (the data directory), its partitions'
 //! sizes on disk and, from v4, the file system's total and usable bytes.
 
+use std::collections::{HashMap, HashSet};
+
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -19,17 +21,23 @@ pub fn handle(broker: &Broker, request: DescribeLogDirsRequest) -> DescribeLogDi
     let (total, usable) = disk_space(&absolute).unwrap_or((-1, -1));
     result.total_bytes = total;
     result.usable_bytes = usable;
-    let wanted: Option<Vec<(String, Vec<i32>)>> = request.topics.map(|topics| {
-        topics
-            .into_iter()
-            .map(|t| (t.topic.to_string(), t.partitions))
-            .collect()
+    // Hash lookups: a client's lists (up to a frame's size) cost one pass, not a scan per
+    // partition.
+    let wanted: Option<HashMap<String, HashSet<i32>>> = request.topics.map(|topics| {
+        let mut wanted: HashMap<String, HashSet<i32>> = HashMap::new();
+        for t in topics {
+            wanted
+                .entry(t.topic.to_string())
+                .or_default()
+                .extend(t.partitions);
+        }
+        wanted
     });
     for topic in broker.topics() {
-        let partitions: Option<&Vec<i32>> = match &wanted {
+        let partitions: Option<&HashSet<i32>> = match &wanted {
             None => None,
-            Some(list) => match list.iter().find(|(n, _)| *n == topic.name) {
-                Some((_, p)) => Some(p),
+            Some(map) => match map.get(&topic.name) {
+                Some(p) => Some(p),
                 None => continue,
             },
         };

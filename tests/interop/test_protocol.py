@@ -40,7 +40,7 @@ def test_api_versions_v0_lists_every_served_api(broker):
     assert ranges[PRODUCE][1] == 12
     assert ranges[65] == (0, 0) and ranges[66] == (0, 2)  # Describe/ListTransactions
     assert ranges[27] == (1, 1)  # WriteTxnMarkers (admin abort of hanging transactions)
-    assert 68 not in ranges  # ConsumerGroupHeartbeat (KIP-848) is not implemented
+    assert ranges[68] == (0, 1) and ranges[69] == (0, 1)  # ConsumerGroupHeartbeat/Describe (KIP-848)
 
 
 def test_api_versions_at_unknown_version_answers_v0_with_error_and_ranges(broker):

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use exacta_coordinator::consumer::TopicCatalog;
 use exacta_coordinator::group::{
     partition_for, GroupConfig, GroupCoordinator, JoinResponse, Output, Record, Reply, ReplyId,
     SyncResponse,
@@ -33,6 +34,29 @@ use crate::partitions::{ApiError, Broker, Partition};
 /// The partition and last offset to wait for (if anything was written), and a code per
 /// partition of a TxnOffsetCommit.
 pub type TxnOffsetsAppended = (Option<(Arc<Partition>, i64)>, Vec<ErrorCode>);
+
+/// Topics as the new consumer protocol's coordinator sees them.
+impl TopicCatalog for Broker {
+    fn by_name(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+        self.topic(name).map(|t| (t.id, t.partitions.len() as i32))
+    }
+
+    fn name_of(&self, id: uuid::Uuid) -> Option<String> {
+        self.topic_by_id(id).map(|t| t.name.clone())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.topics()
+            .into_iter()
+            .filter(|t| !exacta_types::is_internal_topic(&t.name))
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    fn version(&self) -> u64 {
+        self.topics_version()
+    }
+}
 
 /// Name of the internal offsets topic.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -339,7 +363,13 @@ impl GroupRuntime {
         loop {
             every.tick().await;
             for shard in 0..self.shards.len() {
-                if let Err(e) = self.run_shard(shard, |c, now| c.tick(now)).await {
+                let broker = Arc::clone(&self.broker);
+                let tick = |c: &mut GroupCoordinator, now| {
+                    let mut out = c.tick(now);
+                    out.records.extend(c.consumer_tick(&*broker, now));
+                    out
+                };
+                if let Err(e) = self.run_shard(shard, tick).await {
                     tracing::warn!(error = %e.message, "group coordinator tick could not write its records");
                 }
             }
@@ -453,7 +483,7 @@ mod tests {
         }];
         groups
             .run(group, |c, now| {
-                match c.commit_offsets(group, -1, "", None, &partitions, now) {
+                match c.commit_offsets(group, -1, "", None, &partitions, 9, now) {
                     Ok(results) => {
                         verdict = results[0].0;
                         Output {

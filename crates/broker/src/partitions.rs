@@ -372,6 +372,8 @@ impl Topic {
 struct Topics {
     by_name: HashMap<String, Arc<Topic>>,
     by_id: HashMap<Uuid, String>,
+    /// Bumped by every change (created, deleted, grown, reconfigured).
+    version: u64,
 }
 
 /// All partitions of the broker.
@@ -487,6 +489,7 @@ impl Broker {
     fn install(&self, topic: Topic) -> Arc<Topic> {
         let topic = Arc::new(topic);
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        topics.version += 1;
         topics.by_id.insert(topic.id, topic.name.clone());
         topics
             .by_name
@@ -506,6 +509,14 @@ impl Broker {
             .get(&id)
             .and_then(|n| topics.by_name.get(n))
             .cloned()
+    }
+
+    /// Changes whenever the set of topics or one of them changes.
+    pub fn topics_version(&self) -> u64 {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .version
     }
 
     /// Every topic, sorted by name.
@@ -623,6 +634,7 @@ impl Broker {
             let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
             topics.by_name.remove(name);
             topics.by_id.remove(&topic.id);
+            topics.version += 1;
         }
         self.store.remove(&topic.metadata())?;
         tracing::info!(topic = name, "deleted topic");

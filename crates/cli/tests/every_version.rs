@@ -407,6 +407,52 @@ fn exchange(
                 WriteTxnMarkersResponse
             )
         }
+        ApiKey::ConsumerGroupHeartbeat => {
+            // A real join (v0: the broker names the member; v1: the client does), so the
+            // answer carries an assignment of the topic's partitions.
+            let member = if v >= 1 {
+                format!("every-member-{v}")
+            } else {
+                String::new()
+            };
+            let joined: ConsumerGroupHeartbeatResponse = c.try_call(
+                key,
+                v,
+                &ConsumerGroupHeartbeatRequest::default()
+                    .with_group_id(group(&format!("every-kip848-{v}")))
+                    .with_member_id(s(&member))
+                    .with_member_epoch(0)
+                    .with_rebalance_timeout_ms(30_000)
+                    .with_subscribed_topic_names(Some(vec![topic()]))
+                    .with_topic_partitions(Some(Vec::new())),
+            )?;
+            let assigned = joined.assignment.as_ref().map(|a| {
+                a.topic_partitions
+                    .iter()
+                    .map(|t| t.partitions.len())
+                    .sum::<usize>()
+            });
+            if joined.error_code != 0 || assigned != Some(3) {
+                return Err(format!("join answered {joined:?}"));
+            }
+            Ok(())
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let described: ConsumerGroupDescribeResponse = c.try_call(
+                key,
+                v,
+                &ConsumerGroupDescribeRequest::default()
+                    .with_group_ids(vec![group("every-kip848-1"), group("every-unknown-group")]),
+            )?;
+            let members = described.groups[0].members.len();
+            if described.groups[0].error_code != 0
+                || members != 1
+                || described.groups[1].error_code != 69
+            {
+                return Err(format!("describe answered {described:?}"));
+            }
+            Ok(())
+        }
         other => Err(format!(
             "{other:?} is served but this test has no request for it: add one"
         )),

@@ -20,6 +20,8 @@ use bytes::Bytes;
 use exacta_types::ErrorCode;
 use serde::{Deserialize, Serialize};
 
+use crate::consumer::{ConsumerGroup, ConsumerGroupValue, ConsumerMemberValue};
+
 /// Per group: its last group record (if any) and its committed offsets.
 pub type DurableView = BTreeMap<String, (Option<GroupValue>, BTreeMap<(String, i32), OffsetValue>)>;
 
@@ -43,6 +45,12 @@ pub struct GroupConfig {
     /// An empty group without offsets (nothing durable to keep) is forgotten this long
     /// after it became empty.
     pub empty_group_retention_ms: i64,
+    /// New-protocol (KIP-848) members are fenced this long after their last heartbeat.
+    pub consumer_session_timeout_ms: i32,
+    /// How often new-protocol members are told to heartbeat.
+    pub consumer_heartbeat_interval_ms: i32,
+    /// Server-side assignors members may ask for; the first is the default.
+    pub consumer_assignors: Vec<String>,
 }
 
 impl Default for GroupConfig {
@@ -56,6 +64,12 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             groups_max: 100_000,
             empty_group_retention_ms: 60_000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
+            consumer_assignors: crate::consumer::assignor::ASSIGNORS
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
         }
     }
 }
@@ -130,19 +144,40 @@ pub enum Record {
         partition: i32,
         value: Option<OffsetValue>,
     },
+    /// A new-protocol group (its epochs and target assignment); same key as `Group`.
+    #[serde(rename = "consumer_group")]
+    ConsumerGroup {
+        group: String,
+        value: ConsumerGroupValue,
+    },
+    /// One member of a new-protocol group.
+    #[serde(rename = "consumer_member")]
+    ConsumerMember {
+        group: String,
+        member: String,
+        value: Option<ConsumerMemberValue>,
+    },
 }
 
 impl Record {
     pub fn group_id(&self) -> &str {
         match self {
-            Record::Group { group, .. } | Record::Offset { group, .. } => group,
+            Record::Group { group, .. }
+            | Record::Offset { group, .. }
+            | Record::ConsumerGroup { group, .. }
+            | Record::ConsumerMember { group, .. } => group,
         }
     }
 
     /// The record's key (what compaction would keep one of) and value (None: tombstone).
     pub fn to_key_value(&self) -> (Vec<u8>, Option<Vec<u8>>) {
         let key = match self {
-            Record::Group { group, .. } => serde_json::json!({"type": "group", "group": group}),
+            Record::Group { group, .. } | Record::ConsumerGroup { group, .. } => {
+                serde_json::json!({"type": "group", "group": group})
+            }
+            Record::ConsumerMember { group, member, .. } => {
+                serde_json::json!({"type": "member", "group": group, "member": member})
+            }
             Record::Offset {
                 group,
                 topic,
@@ -153,7 +188,9 @@ impl Record {
             }
         };
         let value = match self {
-            Record::Group { value: None, .. } | Record::Offset { value: None, .. } => None,
+            Record::Group { value: None, .. }
+            | Record::Offset { value: None, .. }
+            | Record::ConsumerMember { value: None, .. } => None,
             _ => Some(serde_json::to_vec(self).unwrap_or_default()),
         };
         (key.to_string().into_bytes(), value)
@@ -175,6 +212,10 @@ impl Record {
                 topic: String,
                 partition: i32,
             },
+            Member {
+                group: String,
+                member: String,
+            },
         }
         Ok(
             match serde_json::from_slice::<Key>(key).map_err(|e| e.to_string())? {
@@ -187,6 +228,11 @@ impl Record {
                     group,
                     topic,
                     partition,
+                    value: None,
+                },
+                Key::Member { group, member } => Record::ConsumerMember {
+                    group,
+                    member,
                     value: None,
                 },
             },
@@ -313,6 +359,15 @@ pub struct MemberDescription {
     pub assignment: Bytes,
 }
 
+/// A group as ListGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    pub group_type: &'static str,
+}
+
 #[derive(Debug, Clone)]
 pub struct GroupDescription {
     pub group_id: String,
@@ -344,7 +399,7 @@ impl Member {
 }
 
 #[derive(Debug, Clone)]
-struct Group {
+pub(crate) struct Group {
     id: String,
     state: GroupState,
     generation: i32,
@@ -360,7 +415,9 @@ struct Group {
     /// Members that have not sent SyncGroup for the current generation.
     awaiting_sync: BTreeSet<String>,
     offsets: BTreeMap<(String, i32), OffsetValue>,
-    state_timestamp: i64,
+    pub(crate) state_timestamp: i64,
+    /// A group of the new protocol (KIP-848); its classic members are then empty.
+    pub(crate) consumer: Option<Box<ConsumerGroup>>,
     /// Join phase ends (PreparingRebalance) or leader must sync (CompletingRebalance).
     deadline: i64,
     /// The join phase may not end before this (initial rebalance delay).
@@ -382,9 +439,15 @@ impl Group {
             awaiting_sync: BTreeSet::new(),
             offsets: BTreeMap::new(),
             state_timestamp: now,
+            consumer: None,
             deadline: 0,
             not_before: 0,
         }
+    }
+
+    /// Whether members of the classic protocol are in the group.
+    pub(crate) fn has_classic_members(&self) -> bool {
+        !self.members.is_empty()
     }
 
     fn value(&self) -> GroupValue {
@@ -608,8 +671,8 @@ impl Group {
 /// All groups of the broker.
 #[derive(Debug, Default)]
 pub struct GroupCoordinator {
-    groups: BTreeMap<String, Group>,
-    config: GroupConfig,
+    pub(crate) groups: BTreeMap<String, Group>,
+    pub(crate) config: GroupConfig,
 }
 
 fn new_member_id(prefix: &str) -> String {
@@ -642,7 +705,11 @@ impl GroupCoordinator {
 
     /// The group, created (empty) if new and the coordinator holds fewer than
     /// `groups_max` groups.
-    fn group_or_create(&mut self, group_id: &str, now: i64) -> Result<&mut Group, ErrorCode> {
+    pub(crate) fn group_or_create(
+        &mut self,
+        group_id: &str,
+        now: i64,
+    ) -> Result<&mut Group, ErrorCode> {
         if !self.groups.contains_key(group_id) && self.groups.len() >= self.config.groups_max {
             tracing::warn!(
                 group = group_id,
@@ -686,6 +753,14 @@ impl GroupCoordinator {
                 return out;
             }
         };
+        if group.consumer.as_ref().is_some_and(|c| !c.is_empty()) {
+            // A classic member cannot join a group of the new protocol that has members.
+            fail(&mut out, ErrorCode::InconsistentGroupProtocol);
+            return out;
+        }
+        if group.consumer.take().is_some() {
+            tracing::info!(group = %req.group_id, "empty consumer group becomes a classic group");
+        }
         if !group.members.is_empty()
             && (group.protocol_type.as_deref() != Some(req.protocol_type.as_str())
                 || group.common_protocols(Some(&req.protocols)).is_empty())
@@ -1056,6 +1131,8 @@ impl GroupCoordinator {
 
     /// Checks an OffsetCommit (Kafka's rules) and returns the records to write. The
     /// offsets become visible when the runtime applies the records after they are durable.
+    // The arguments are the OffsetCommit request's own fields.
+    #[allow(clippy::too_many_arguments)]
     pub fn commit_offsets(
         &mut self,
         group_id: &str,
@@ -1063,10 +1140,22 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
         partitions: &[CommitPartition],
+        version: i16,
         now: i64,
     ) -> Result<Vec<(ErrorCode, Option<Record>)>, ErrorCode> {
         if group_id.is_empty() {
             return Err(ErrorCode::InvalidGroupId);
+        }
+        if self.consumer_group(group_id).is_some() {
+            self.check_consumer_commit(
+                group_id,
+                member_id,
+                instance_id,
+                generation,
+                false,
+                version,
+            )?;
+            return Ok(self.offset_records(group_id, partitions, now));
         }
         let group = self.group_or_create(group_id, now)?;
         if let Some(instance) = instance_id {
@@ -1106,6 +1195,10 @@ impl GroupCoordinator {
         partitions: &[CommitPartition],
         now: i64,
     ) -> Result<Vec<(ErrorCode, Option<Record>)>, ErrorCode> {
+        if self.consumer_group(group_id).is_some() {
+            self.check_consumer_commit(group_id, member_id, instance_id, generation, true, 5)?;
+            return Ok(self.offset_records(group_id, partitions, now));
+        }
         if generation >= 0 || !member_id.is_empty() {
             let group = self
                 .groups
@@ -1187,6 +1280,7 @@ impl GroupCoordinator {
                     .groups
                     .entry(group.clone())
                     .or_insert_with(|| Group::new(group, now));
+                g.consumer = None;
                 g.generation = v.generation;
                 g.protocol_type = v.protocol_type.clone();
                 g.protocol = v.protocol.clone();
@@ -1218,6 +1312,42 @@ impl GroupCoordinator {
                 } else {
                     GroupState::Stable
                 };
+            }
+            Record::ConsumerGroup { group, value } => {
+                let g = self
+                    .groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group, now));
+                g.members.clear();
+                g.static_members.clear();
+                g.state = GroupState::Empty;
+                g.consumer.get_or_insert_with(Default::default).load(value);
+            }
+            Record::ConsumerMember {
+                group,
+                value: Some(v),
+                ..
+            } => {
+                let g = self
+                    .groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group, now));
+                g.consumer
+                    .get_or_insert_with(Default::default)
+                    .load_member(v, now);
+            }
+            Record::ConsumerMember {
+                group,
+                member,
+                value: None,
+            } => {
+                if let Some(c) = self
+                    .groups
+                    .get_mut(group)
+                    .and_then(|g| g.consumer.as_deref_mut())
+                {
+                    c.remove_member(member);
+                }
             }
         }
     }
@@ -1286,14 +1416,16 @@ impl GroupCoordinator {
             }
             group.maybe_complete_join(now, &mut out);
             let empty_for = now.saturating_sub(group.state_timestamp);
-            if group.state == GroupState::Empty
+            let idle = group.state == GroupState::Empty
+                && group.consumer.as_ref().is_none_or(|c| c.is_empty());
+            if idle
                 && group.offsets.is_empty()
                 && group.pending_members.is_empty()
                 && empty_for >= config.empty_group_retention_ms
             {
                 // Nothing durable to keep: a group some request created and left.
                 dead.push(group.id.clone());
-            } else if group.state == GroupState::Empty && empty_for >= config.offsets_retention_ms {
+            } else if idle && empty_for >= config.offsets_retention_ms {
                 for (topic, partition) in std::mem::take(&mut group.offsets).into_keys() {
                     out.records.push(Record::Offset {
                         group: group.id.clone(),
@@ -1320,25 +1452,42 @@ impl GroupCoordinator {
     pub fn group_sizes(&self) -> Vec<(String, usize, i32)> {
         self.groups
             .values()
-            .map(|g| (g.id.clone(), g.members.len(), g.generation))
-            .collect()
-    }
-
-    pub fn list_groups(&self) -> Vec<(String, String, GroupState)> {
-        self.groups
-            .values()
-            .map(|g| {
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state,
-                )
+            .map(|g| match &g.consumer {
+                Some(c) => (g.id.clone(), c.member_count(), c.group_epoch()),
+                None => (g.id.clone(), g.members.len(), g.generation),
             })
             .collect()
     }
 
+    /// Every group: id, protocol type, state name and type (`classic` or `consumer`).
+    pub fn list_groups(&self) -> Vec<GroupListing> {
+        self.groups
+            .values()
+            .map(|g| match &g.consumer {
+                Some(c) => GroupListing {
+                    group_id: g.id.clone(),
+                    protocol_type: "consumer".to_string(),
+                    state: c.state().name(),
+                    group_type: "consumer",
+                },
+                None => GroupListing {
+                    group_id: g.id.clone(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    state: g.state.name(),
+                    group_type: "classic",
+                },
+            })
+            .collect()
+    }
+
+    /// Whether a group uses the new protocol.
+    pub fn is_consumer_group(&self, group_id: &str) -> bool {
+        self.consumer_group(group_id).is_some()
+    }
+
+    /// DescribeGroups of a classic group (None for unknown and new-protocol groups).
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
-        let g = self.groups.get(group_id)?;
+        let g = self.groups.get(group_id).filter(|g| g.consumer.is_none())?;
         let protocol = g.protocol.clone().unwrap_or_default();
         Some(GroupDescription {
             group_id: g.id.clone(),
@@ -1369,7 +1518,9 @@ impl GroupCoordinator {
         let Some(group) = self.groups.get(group_id) else {
             return Err(ErrorCode::GroupIdNotFound);
         };
-        if group.state != GroupState::Empty {
+        if group.state != GroupState::Empty
+            || group.consumer.as_ref().is_some_and(|c| !c.is_empty())
+        {
             return Err(ErrorCode::NonEmptyGroup);
         }
         let group = self.groups.remove(group_id).expect("present");
@@ -1399,7 +1550,9 @@ impl GroupCoordinator {
         let Some(group) = self.groups.get(group_id) else {
             return Err(ErrorCode::GroupIdNotFound);
         };
-        let subscribed: BTreeSet<String> = if group.state == GroupState::Empty {
+        let subscribed: BTreeSet<String> = if let Some(c) = &group.consumer {
+            c.subscribed_topic_names()
+        } else if group.state == GroupState::Empty {
             BTreeSet::new()
         } else if group.protocol_type.as_deref() == Some("consumer") {
             group

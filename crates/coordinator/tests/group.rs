@@ -118,6 +118,7 @@ impl Harness {
                     leader_epoch: -1,
                     metadata: None,
                 }],
+                9,
                 now,
             )
             .unwrap();
@@ -224,6 +225,7 @@ fn stale_generation_and_unknown_member_are_fenced() {
                 leader_epoch: -1,
                 metadata: None,
             }],
+            9,
             3,
         )
     };
@@ -300,7 +302,7 @@ fn leaving_last_member_empties_the_group() {
         vec![ErrorCode::UnknownMemberId]
     );
     // Empty now: simple commits are allowed again.
-    assert!(h.c.commit_offsets("g", -1, "", None, &[], 4).is_ok());
+    assert!(h.c.commit_offsets("g", -1, "", None, &[], 9, 4).is_ok());
 }
 
 #[test]
@@ -395,6 +397,7 @@ fn replay_rebuilds_the_durable_state() {
                     leader_epoch: 3,
                     metadata: Some("m".into()),
                 }],
+                9,
                 t,
             )
             .unwrap();

@@ -84,6 +84,10 @@ pub enum ErrorCode {
     UnsupportedCompressionType = 76,
     InvalidRecord = 87,
     UnknownTopicId = 100,
+    FencedMemberEpoch = 110,
+    UnreleasedInstanceId = 111,
+    UnsupportedAssignor = 112,
+    StaleMemberEpoch = 113,
     InvalidRegularExpression = 128,
 }
 
@@ -148,6 +152,10 @@ impl ErrorCode {
             76 => ErrorCode::UnsupportedCompressionType,
             87 => ErrorCode::InvalidRecord,
             100 => ErrorCode::UnknownTopicId,
+            110 => ErrorCode::FencedMemberEpoch,
+            111 => ErrorCode::UnreleasedInstanceId,
+            112 => ErrorCode::UnsupportedAssignor,
+            113 => ErrorCode::StaleMemberEpoch,
             128 => ErrorCode::InvalidRegularExpression,
             _ => return None,
         })
@@ -220,6 +228,10 @@ impl ErrorCode {
             ErrorCode::UnsupportedCompressionType => "UNSUPPORTED_COMPRESSION_TYPE",
             ErrorCode::InvalidRecord => "INVALID_RECORD",
             ErrorCode::UnknownTopicId => "UNKNOWN_TOPIC_ID",
+            ErrorCode::FencedMemberEpoch => "FENCED_MEMBER_EPOCH",
+            ErrorCode::UnreleasedInstanceId => "UNRELEASED_INSTANCE_ID",
+            ErrorCode::UnsupportedAssignor => "UNSUPPORTED_ASSIGNOR",
+            ErrorCode::StaleMemberEpoch => "STALE_MEMBER_EPOCH",
             ErrorCode::InvalidRegularExpression => "INVALID_REGULAR_EXPRESSION",
         }
     }

@@ -73,6 +73,8 @@ requests! {
     DescribeTransactions(DescribeTransactionsRequest),
     ListTransactions(ListTransactionsRequest),
     WriteTxnMarkers(WriteTxnMarkersRequest),
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
+    ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
 }
 
 /// Why a frame could not be turned into a [`Request`].

@@ -76,6 +76,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DescribeTransactions, 0, 0),
     range(ApiKey::ListTransactions, 0, 2),
     range(ApiKey::WriteTxnMarkers, 1, 1),
+    range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    range(ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The served range for `key`, if the broker implements it.

@@ -12,30 +12,30 @@ pub fn handle(groups: &GroupRuntime, request: ListGroupsRequest) -> ListGroupsRe
         .into_iter()
         .flatten()
         .collect();
-    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    listed.sort_by(|a, b| a.group_id.cmp(&b.group_id));
     let mut response = ListGroupsResponse::default();
     response.groups = listed
         .into_iter()
-        .filter(|(_, _, state)| {
+        .filter(|g| {
             request.states_filter.is_empty()
                 || request
                     .states_filter
                     .iter()
-                    .any(|s| s.eq_ignore_ascii_case(state.name()))
+                    .any(|s| s.eq_ignore_ascii_case(g.state))
         })
-        .filter(|_| {
+        .filter(|g| {
             request.types_filter.is_empty()
                 || request
                     .types_filter
                     .iter()
-                    .any(|t| t.eq_ignore_ascii_case("classic"))
+                    .any(|t| t.eq_ignore_ascii_case(g.group_type))
         })
-        .map(|(id, protocol_type, state)| {
+        .map(|g| {
             ListedGroup::default()
-                .with_group_id(GroupId(StrBytes::from_string(id)))
-                .with_protocol_type(StrBytes::from_string(protocol_type))
-                .with_group_state(StrBytes::from_static_str(state.name()))
-                .with_group_type(StrBytes::from_static_str("classic"))
+                .with_group_id(GroupId(StrBytes::from_string(g.group_id)))
+                .with_protocol_type(StrBytes::from_string(g.protocol_type))
+                .with_group_state(StrBytes::from_static_str(g.state))
+                .with_group_type(StrBytes::from_static_str(g.group_type))
         })
         .collect();
     response

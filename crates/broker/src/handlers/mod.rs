@@ -20,6 +20,8 @@ pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod api_versions;
 pub mod configs;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -152,14 +154,34 @@ pub fn dispatch(
                 ctx.encode(&response)
             })
         }
+        Request::ConsumerGroupHeartbeat(r) => {
+            let node = Arc::clone(node);
+            let client_id = header.client_id.as_deref().unwrap_or_default().to_string();
+            let host = format!("/{}", peer.ip());
+            Box::pin(async move {
+                let response = consumer_group_heartbeat::handle(
+                    &node.broker,
+                    &node.groups,
+                    r,
+                    ctx.version,
+                    client_id,
+                    host,
+                )
+                .await;
+                ctx.encode(&response)
+            })
+        }
+        Request::ConsumerGroupDescribe(r) => {
+            ctx.ready(&consumer_group_describe::handle(broker, groups, r))
+        }
         Request::SyncGroup(r) => later(node, ctx, |n| async move {
             sync_group::handle(&n.groups, r).await
         }),
         Request::LeaveGroup(r) => later(node, ctx, move |n| async move {
             leave_group::handle(&n.groups, r, ctx.version).await
         }),
-        Request::OffsetCommit(r) => later(node, ctx, |n| async move {
-            offset_commit::handle(&n.broker, &n.groups, r).await
+        Request::OffsetCommit(r) => later(node, ctx, move |n| async move {
+            offset_commit::handle(&n.broker, &n.groups, r, ctx.version).await
         }),
         Request::OffsetDelete(r) => later(node, ctx, |n| async move {
             offset_delete::handle(&n.groups, r).await

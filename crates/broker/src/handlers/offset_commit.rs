@@ -15,6 +15,7 @@ pub async fn handle(
     broker: &Broker,
     groups: &GroupRuntime,
     request: OffsetCommitRequest,
+    version: i16,
 ) -> OffsetCommitResponse {
     // Unknown topics or partitions are refused per partition, as Kafka does.
     let mut partitions = Vec::new();
@@ -43,6 +44,7 @@ pub async fn handle(
                 &request.member_id,
                 request.group_instance_id.as_deref(),
                 &partitions,
+                version,
                 now,
             );
             let records = match &verdict {

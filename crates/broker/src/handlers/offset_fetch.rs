@@ -63,8 +63,16 @@ pub fn handle(
                     .map(|t| (t.name.to_string(), t.partition_indexes))
                     .collect()
             });
-            let rows = fetch(groups, &g.group_id, wanted);
             let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            // v9+: a member of a new-protocol group must be the current incarnation.
+            let member = g.member_id.as_deref();
+            if let Err(e) = groups.with_group(&g.group_id, |c| {
+                c.check_consumer_fetch(&g.group_id, member, g.member_epoch)
+            }) {
+                response.groups.push(group.with_error_code(e.code()));
+                continue;
+            }
+            let rows = fetch(groups, &g.group_id, wanted);
             for (topic, parts) in by_topic(rows) {
                 group.topics.push(
                     OffsetFetchResponseTopics::default()

@@ -3,6 +3,9 @@ or SIGKILL it (crash, no LeaveGroup).
 
 usage: group_worker.py CLIENT BOOTSTRAP TOPIC GROUP OUT_FILE [INSTANCE_ID]
 
+CLIENT: librdkafka (classic protocol), librdkafka-consumer (the KIP-848 consumer protocol,
+group.protocol=consumer: the broker assigns, timeouts are the broker's) or kafka-python.
+
 Writes to OUT_FILE, one line each, flushed:
   A <partitions>          an assignment (comma-separated partitions)
   R <partition> <offset> <value>   a record, written before its offset is committed
@@ -27,20 +30,36 @@ def on_term(*_):
 signal.signal(signal.SIGTERM, on_term)
 
 
-def run_librdkafka():
+def run_librdkafka(consumer_protocol=False):
     from confluent_kafka import Consumer
 
     conf = {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
-            "enable.auto.commit": False, "session.timeout.ms": 4000,
-            "heartbeat.interval.ms": 300, "partition.assignment.strategy": "range"}
+            "enable.auto.commit": False}
+    if consumer_protocol:
+        conf["group.protocol"] = "consumer"
+    else:
+        conf.update({"session.timeout.ms": 4000, "heartbeat.interval.ms": 300,
+                     "partition.assignment.strategy": "range"})
     if instance:
         conf["group.instance.id"] = instance
     c = Consumer(conf)
 
-    def on_assign(consumer, partitions):
-        out.write("A " + ",".join(str(p.partition) for p in partitions) + "\n")
+    owned = set()
 
-    c.subscribe([topic], on_assign=on_assign)
+    def on_assign(consumer, partitions):
+        if consumer_protocol:  # incremental: the callback gets what is added
+            owned.update(p.partition for p in partitions)
+        else:
+            owned.clear()
+            owned.update(p.partition for p in partitions)
+        out.write("A " + ",".join(str(p) for p in sorted(owned)) + "\n")
+
+    def on_revoke(consumer, partitions):
+        if consumer_protocol:
+            owned.difference_update(p.partition for p in partitions)
+            out.write("A " + ",".join(str(p) for p in sorted(owned)) + "\n")
+
+    c.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
     uncommitted = 0
     last_commit = time.time()
     while not stop:
@@ -95,4 +114,7 @@ def run_kafka_python():
     c.close()
 
 
-run_librdkafka() if client == "librdkafka" else run_kafka_python()
+if client == "kafka-python":
+    run_kafka_python()
+else:
+    run_librdkafka(consumer_protocol=client == "librdkafka-consumer")

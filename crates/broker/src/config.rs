@@ -145,8 +145,17 @@ pub struct BrokerConfig {
     pub group_max_session_timeout_ms: i32,
     /// Wait for more members before an empty group's first generation.
     pub group_initial_rebalance_delay_ms: i64,
-    /// Members per group (`group.max.size`).
+    /// Members per group (`group.max.size`, also `group.consumer.max.size`).
     pub group_max_size: usize,
+    /// New-protocol (KIP-848) members are fenced this long after their last heartbeat
+    /// (`group.consumer.session.timeout.ms`).
+    pub group_consumer_session_timeout_ms: i32,
+    /// How often new-protocol members heartbeat (`group.consumer.heartbeat.interval.ms`);
+    /// they learn of a new assignment at their next heartbeat.
+    pub group_consumer_heartbeat_interval_ms: i32,
+    /// Server-side assignors (`group.consumer.assignors`): `uniform`, `range`; the first
+    /// is the default.
+    pub group_consumer_assignors: Vec<String>,
     /// Groups the coordinator holds; a request for a new group past it is answered
     /// COORDINATOR_NOT_AVAILABLE (retriable) until empty groups expire.
     pub groups_max: usize,
@@ -212,6 +221,12 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: 10_000,
+            group_consumer_session_timeout_ms: 45_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_assignors: exacta_coordinator::consumer::assignor::ASSIGNORS
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
             groups_max: 100_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offset_metadata_max_bytes: 4096,
@@ -365,6 +380,27 @@ impl BrokerConfig {
         {
             return bad("group_min_session_timeout_ms must be positive and at most group_max_session_timeout_ms".into());
         }
+        if self.group_consumer_heartbeat_interval_ms < 1
+            || self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms
+        {
+            return bad(format!(
+                "group_consumer_heartbeat_interval_ms {} must be positive and below group_consumer_session_timeout_ms {}",
+                self.group_consumer_heartbeat_interval_ms, self.group_consumer_session_timeout_ms
+            ));
+        }
+        let known = exacta_coordinator::consumer::assignor::ASSIGNORS;
+        if self.group_consumer_assignors.is_empty()
+            || self
+                .group_consumer_assignors
+                .iter()
+                .any(|a| !known.contains(&a.as_str()))
+        {
+            return bad(format!(
+                "group_consumer_assignors {:?} must name one or more of {}",
+                self.group_consumer_assignors,
+                known.join(", ")
+            ));
+        }
         if self.group_max_size == 0 || self.offsets_retention_minutes < 1 {
             return bad("group_max_size and offsets_retention_minutes must be positive".into());
         }
@@ -390,6 +426,9 @@ impl BrokerConfig {
             offset_metadata_max_bytes: self.offset_metadata_max_bytes,
             offsets_retention_ms: self.offsets_retention_minutes * 60_000,
             groups_max: self.groups_max,
+            consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
+            consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+            consumer_assignors: self.group_consumer_assignors.clone(),
             ..exacta_coordinator::group::GroupConfig::default()
         }
     }

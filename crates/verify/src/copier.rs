@@ -60,6 +60,9 @@ pub struct CopyArgs {
     /// A deliberate bug (`no-rewind`), to show the checker catches it.
     #[arg(long)]
     pub bug: Option<String>,
+    /// `classic`, or `consumer` for the KIP-848 protocol (the broker's timeouts apply).
+    #[arg(long, default_value = "classic", value_parser = ["classic", "consumer"])]
+    pub group_protocol: String,
 }
 
 struct Delivery {
@@ -124,15 +127,22 @@ fn is_fatal(e: &KafkaError) -> bool {
 pub fn run(args: &CopyArgs) -> anyhow::Result<i32> {
     let history = Arc::new(Recorder::create(&args.history)?);
     let revoked = Arc::new(AtomicBool::new(false));
-    let consumer: BaseConsumer<ConsumerCtx> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &args.bootstrap_server)
         .set("group.id", &args.group)
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "500")
-        .set("fetch.wait.max.ms", "100")
+        .set("fetch.wait.max.ms", "100");
+    if args.group_protocol == "consumer" {
+        config.set("group.protocol", "consumer");
+    } else {
+        config
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500");
+    }
+    let consumer: BaseConsumer<ConsumerCtx> = config
         .create_with_context(ConsumerCtx(Arc::clone(&revoked)))
         .context("creating the consumer")?;
     consumer

@@ -79,6 +79,11 @@ pub struct RunArgs {
     /// tests/interop/verify_copier_kafka_python.py), e.g. to verify another client library.
     #[arg(long, value_name = "COMMAND")]
     pub copier_command: Option<String>,
+    /// Consumer group protocol of the built-in copiers: `classic`, or `consumer` (KIP-848:
+    /// the broker assigns partitions and checks member epochs on the transactional offset
+    /// commits). Passed on as `--group-protocol` only when not `classic`.
+    #[arg(long, default_value = "classic", value_parser = ["classic", "consumer"])]
+    pub group_protocol: String,
     /// Isolation level of the live reader: read_committed, or read_uncommitted to watch
     /// the checker report aborted reads.
     #[arg(long, default_value = "read_committed")]
@@ -338,6 +343,12 @@ impl Copiers<'_> {
             .arg("--stop-file")
             .arg(self.stop_file)
             .args(a.copier_bug.iter().flat_map(|bug| ["--bug", bug.as_str()]))
+            .args(
+                Some(a.group_protocol.as_str())
+                    .filter(|p| *p != "classic")
+                    .into_iter()
+                    .flat_map(|p| ["--group-protocol", p]),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -11,6 +11,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from test_groups import (PARTITIONS, Member, committed, consumed_values, end_offsets, produce,
                          wait_for)
+from test_cli import cli
 from test_verify import assert_exactly_once, verify
 
 CONFIG = ("group_consumer_session_timeout_ms = 4000\n"
@@ -187,6 +188,13 @@ def test_classic_and_new_protocol_groups_side_by_side(make_broker, tmp_path):
     produce(broker, topic, 0, 2000)
     wait_for(lambda: len(consumed_values(new)) == 2000 and len(consumed_values(old)) == 2000,
              what="each group consumes everything")
+    listed = {g["group"]: g for g in cli(broker, "group", "list", "--output", "json")}
+    assert listed["g-new"]["type"] == "consumer" and listed["g-classic"]["type"] == "classic"
+    assert listed["g-new"]["state"] in ("Stable", "Reconciling"), listed
+    header = cli(broker, "group", "describe", "g-new").stdout.splitlines()[0]
+    assert "consumer protocol" in header and "assignor uniform, 2 member(s)" in header, header
+    header = cli(broker, "group", "describe", "g-classic").stdout.splitlines()[0]
+    assert "classic protocol" in header and "2 member(s)" in header, header
     for m in new + old:
         m.leave()
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})

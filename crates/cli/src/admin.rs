@@ -470,6 +470,46 @@ async fn describe_configs(
         .collect())
 }
 
+/// One line about a group: a new-protocol group (ConsumerGroupDescribe) with its epoch
+/// and assignor, else a classic one (DescribeGroups) with its protocol.
+async fn describe_group_header(
+    conn: &mut exacta_client::Connection,
+    group: &str,
+) -> anyhow::Result<String> {
+    if conn.version_of::<ConsumerGroupDescribeRequest>().is_some() {
+        let described = conn
+            .send(&ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]))
+            .await?;
+        let g = described
+            .groups
+            .first()
+            .context("empty ConsumerGroupDescribe response")?;
+        if g.error_code == 0 {
+            return Ok(format!(
+                "group {group}: consumer protocol, state {}, epoch {}, assignor {}, {} member(s)",
+                g.group_state.as_str(),
+                g.group_epoch,
+                g.assignor_name.as_str(),
+                g.members.len()
+            ));
+        }
+    }
+    let described = conn
+        .send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(s(group))]))
+        .await?;
+    let g = described
+        .groups
+        .first()
+        .context("empty DescribeGroups response")?;
+    KafkaError::check(g.error_code, None)?;
+    Ok(format!(
+        "group {group}: classic protocol, state {}, {} member(s), protocol {}",
+        g.group_state.as_str(),
+        g.members.len(),
+        g.protocol_data.as_str()
+    ))
+}
+
 pub async fn group(
     cluster: &mut Cluster,
     command: GroupCommand,
@@ -477,7 +517,7 @@ pub async fn group(
 ) -> anyhow::Result<()> {
     match command {
         GroupCommand::List => {
-            let mut rows = Rows::new(&["GROUP", "STATE", "PROTOCOL TYPE"]);
+            let mut rows = Rows::new(&["GROUP", "TYPE", "STATE", "PROTOCOL TYPE"]);
             for (_, address) in cluster.brokers().await? {
                 let response = cluster
                     .broker(&address)
@@ -488,6 +528,7 @@ pub async fn group(
                 for g in response.groups {
                     rows.push(vec![
                         json!(g.group_id.as_str()),
+                        json!(g.group_type.as_str()),
                         json!(g.group_state.as_str()),
                         json!(g.protocol_type.as_str()),
                     ]);
@@ -497,14 +538,7 @@ pub async fn group(
         }
         GroupCommand::Describe { group } => {
             let conn = cluster.coordinator(&group, GROUP).await?;
-            let described = conn
-                .send(&DescribeGroupsRequest::default().with_groups(vec![GroupId(s(&group))]))
-                .await?;
-            let g = described
-                .groups
-                .first()
-                .context("empty DescribeGroups response")?;
-            KafkaError::check(g.error_code, None)?;
+            let header = describe_group_header(conn, &group).await?;
             let version = conn.version_of::<OffsetFetchRequest>().unwrap_or(1);
             let mut request = OffsetFetchRequest::default();
             if version >= 8 {
@@ -540,12 +574,7 @@ pub async fn group(
             }
             committed.sort();
             if output == Output::Table {
-                println!(
-                    "group {group}: state {}, {} member(s), protocol {}",
-                    g.group_state.as_str(),
-                    g.members.len(),
-                    g.protocol_data.as_str()
-                );
+                println!("{header}");
             }
             let mut rows = Rows::new(&["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"]);
             for (topic, partition, offset) in committed {

@@ -34,10 +34,10 @@ def test_api_versions_v0_lists_every_served_api(broker):
     assert ranges[PRODUCE][0] == 0 and ranges[PRODUCE][1] >= 3
     assert ranges[1][0] <= 4  # Fetch v4 (librdkafka's floor for read_committed)
     assert ranges[22] == (0, 5)  # InitProducerId
-    assert ranges[11] == (0, 9) and ranges[10] == (0, 4)  # JoinGroup, FindCoordinator
-    assert ranges[24] == (0, 5) and ranges[25] == (0, 3)  # AddPartitionsToTxn (v4+: KIP-890), AddOffsetsToTxn
+    assert ranges[11] == (0, 9) and ranges[10] == (0, 6)  # JoinGroup, FindCoordinator
+    assert ranges[24] == (0, 5) and ranges[25] == (0, 4)  # AddPartitionsToTxn (v4+: KIP-890), AddOffsetsToTxn
     assert ranges[26] == (0, 5) and ranges[28] == (0, 5)  # EndTxn, TxnOffsetCommit (v5: KIP-890)
-    assert ranges[PRODUCE][1] == 12
+    assert ranges[PRODUCE][1] == 13  # v13: topic ids (KIP-516)
     assert ranges[65] == (0, 0) and ranges[66] == (0, 2)  # Describe/ListTransactions
     assert ranges[27] == (1, 1)  # WriteTxnMarkers (admin abort of hanging transactions)
     assert ranges[68] == (0, 1) and ranges[69] == (0, 1)  # ConsumerGroupHeartbeat/Describe (KIP-848)

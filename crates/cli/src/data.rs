@@ -90,6 +90,8 @@ pub async fn produce(cluster: &mut Cluster, args: ProduceArgs) -> anyhow::Result
     let topic = metadata.topics.first().context("no metadata returned")?;
     KafkaError::check(topic.error_code, None)?;
     let partitions = topic.partitions.len() as i32;
+    // Produce v13 names the topic by id (KIP-516).
+    let topic_id = topic.topic_id;
     if partitions == 0 {
         bail!("topic {} has no partitions", args.topic);
     }
@@ -166,6 +168,7 @@ pub async fn produce(cluster: &mut Cluster, args: ProduceArgs) -> anyhow::Result
             .with_timeout_ms(30_000)
             .with_topic_data(vec![TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_string(args.topic.clone())))
+                .with_topic_id(topic_id)
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(partition)
                     .with_records(Some(buf.freeze()))])]);

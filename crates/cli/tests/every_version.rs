@@ -51,17 +51,25 @@ fn exchange(
                 1_700_000_000_000,
                 kafka_protocol::records::Compression::None,
             );
-            call!(
-                ProduceRequest::default()
+            // v13 names the topic by id only.
+            let produced: ProduceResponse = c.try_call(
+                key,
+                v,
+                &ProduceRequest::default()
                     .with_acks(-1)
                     .with_timeout_ms(5_000)
                     .with_topic_data(vec![TopicProduceData::default()
                         .with_name(topic())
+                        .with_topic_id(created.topic_id)
                         .with_partition_data(vec![PartitionProduceData::default()
                             .with_index(0)
                             .with_records(Some(Bytes::from(batch)))])]),
-                ProduceResponse
-            )
+            )?;
+            let code = produced.responses[0].partition_responses[0].error_code;
+            if code != 0 {
+                return Err(format!("produce answered {code}"));
+            }
+            Ok(())
         }
         ApiKey::Fetch => {
             use fetch_request::*;
@@ -453,6 +461,21 @@ fn exchange(
             }
             Ok(())
         }
+        ApiKey::DescribeTopicPartitions => {
+            use describe_topic_partitions_request::TopicRequest;
+            let described: DescribeTopicPartitionsResponse = c.try_call(
+                key,
+                v,
+                &DescribeTopicPartitionsRequest::default()
+                    .with_topics(vec![TopicRequest::default().with_name(topic())])
+                    .with_response_partition_limit(2),
+            )?;
+            let t = &described.topics[0];
+            if t.error_code != 0 || t.partitions.len() != 2 || described.next_cursor.is_none() {
+                return Err(format!("describe answered {described:?}"));
+            }
+            Ok(())
+        }
         other => Err(format!(
             "{other:?} is served but this test has no request for it: add one"
         )),
@@ -465,7 +488,7 @@ fn every_served_version_answers_and_decodes() {
     let mut c = Conn::new(&broker);
     let created: CreateTopicsResponse = c.call(
         ApiKey::CreateTopics,
-        5,
+        7,
         &CreateTopicsRequest::default().with_topics(vec![
             create_topics_request::CreatableTopic::default()
                 .with_name(topic())

@@ -27,6 +27,16 @@ macro_rules! requests {
             }
         }
 
+        /// The versions the request codec of `api_key` knows (it may know fewer than
+        /// `ApiKey::valid_versions` says: kafka-protocol 0.18's OffsetCommit stops at v9).
+        pub fn request_codec_versions(api_key: ApiKey) -> Option<(i16, i16)> {
+            use kafka_protocol::protocol::Message;
+            match api_key {
+                $(ApiKey::$api => Some((<$ty>::VERSIONS.min, <$ty>::VERSIONS.max)),)*
+                _ => None,
+            }
+        }
+
         /// Encodes a default (empty) request body of `api_key` at `version`; for tests and
         /// fuzzing seeds.
         pub fn encode_default_body(api_key: ApiKey, version: i16, buf: &mut BytesMut) -> anyhow::Result<()> {
@@ -75,6 +85,7 @@ requests! {
     WriteTxnMarkers(WriteTxnMarkersRequest),
     ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
     ConsumerGroupDescribe(ConsumerGroupDescribeRequest),
+    DescribeTopicPartitions(DescribeTopicPartitionsRequest),
 }
 
 /// Why a frame could not be turned into a [`Request`].
@@ -230,5 +241,19 @@ mod tests {
             let _ = decode_request(frame.slice(..cut));
         }
         assert!(decode_request(frame.slice(..3)).is_err());
+    }
+
+    #[test]
+    fn served_versions_are_known_to_the_request_codecs() {
+        for r in crate::versions::SUPPORTED {
+            let (min, max) = request_codec_versions(r.key).expect("every served API decodes");
+            assert!(
+                min <= r.min && r.max <= max,
+                "{:?} served {}..={} but its request codec knows {min}..={max}",
+                r.key,
+                r.min,
+                r.max
+            );
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The API versions Exacta serves: the single source for ApiVersions and for the router.
 //!
-//! Ranges are chosen to cover librdkafka 2.x, kafka-python 3.x and the Java client 3.x/4.x,
-//! and never exceed what the `kafka-protocol` codecs support. Advertise only what is
+//! Every API is served up to the newest version the `kafka-protocol` request and response
+//! codecs both know (Kafka 4.1's, except OffsetCommit/OffsetFetch v10 and InitProducerId v6,
+//! whose request codecs stop at v9 and v5 in kafka-protocol 0.18), so clients infer Kafka 4.x. Advertise only what is
 //! implemented: a client picks the highest common version, so an over-claim breaks it.
 
 use kafka_protocol::messages::ApiKey;
@@ -41,19 +42,19 @@ pub const TRANSACTION_VERSION: i16 = 2;
 pub const SUPPORTED: &[ApiRange] = &[
     ApiRange {
         advertised_min: PRODUCE_ADVERTISED_MIN,
-        ..range(ApiKey::Produce, 3, 12)
+        ..range(ApiKey::Produce, 3, 13)
     },
-    range(ApiKey::Fetch, 4, 16),
-    range(ApiKey::ListOffsets, 1, 7),
-    range(ApiKey::Metadata, 0, 12),
+    range(ApiKey::Fetch, 4, 18),
+    range(ApiKey::ListOffsets, 1, 10),
+    range(ApiKey::Metadata, 0, 13),
     range(ApiKey::OffsetCommit, 2, 9),
     range(ApiKey::OffsetFetch, 1, 9),
-    range(ApiKey::FindCoordinator, 0, 4),
+    range(ApiKey::FindCoordinator, 0, 6),
     range(ApiKey::JoinGroup, 0, 9),
     range(ApiKey::Heartbeat, 0, 4),
     range(ApiKey::LeaveGroup, 0, 5),
     range(ApiKey::SyncGroup, 0, 5),
-    range(ApiKey::DescribeGroups, 0, 5),
+    range(ApiKey::DescribeGroups, 0, 6),
     range(ApiKey::ListGroups, 0, 5),
     range(ApiKey::ApiVersions, 0, 4),
     range(ApiKey::CreateTopics, 2, 7),
@@ -66,18 +67,19 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DeleteGroups, 0, 2),
     range(ApiKey::InitProducerId, 0, 5),
     range(ApiKey::AddPartitionsToTxn, 0, 5),
-    range(ApiKey::AddOffsetsToTxn, 0, 3),
+    range(ApiKey::AddOffsetsToTxn, 0, 4),
     range(ApiKey::EndTxn, 0, 5),
     range(ApiKey::TxnOffsetCommit, 0, 5),
     range(ApiKey::IncrementalAlterConfigs, 0, 1),
     range(ApiKey::OffsetDelete, 0, 0),
-    range(ApiKey::DescribeCluster, 0, 1),
+    range(ApiKey::DescribeCluster, 0, 2),
     range(ApiKey::DescribeProducers, 0, 0),
     range(ApiKey::DescribeTransactions, 0, 0),
     range(ApiKey::ListTransactions, 0, 2),
     range(ApiKey::WriteTxnMarkers, 1, 1),
     range(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     range(ApiKey::ConsumerGroupDescribe, 0, 1),
+    range(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The served range for `key`, if the broker implements it.

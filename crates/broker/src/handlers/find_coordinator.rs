@@ -12,6 +12,9 @@ use crate::partitions::Broker;
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
+/// FindCoordinator v6 (KIP-932): the share coordinator.
+const KEY_TYPE_SHARE: i8 = 2;
+
 pub fn handle(
     broker: &Broker,
     request: FindCoordinatorRequest,
@@ -31,6 +34,12 @@ pub fn handle(
                 )
             }
             KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {}
+            KEY_TYPE_SHARE => {
+                return (
+                    ErrorCode::InvalidRequest.code(),
+                    message("share groups (KIP-932) are not served"),
+                )
+            }
             other => {
                 return (
                     ErrorCode::InvalidRequest.code(),

@@ -1,6 +1,7 @@
 //! ListOffsets (key 2): the offset for a timestamp, or one of the special timestamps
 //! -1 (latest: the high watermark, or the last stable offset for `read_committed`),
-//! -2 (earliest: the log start offset) and -3 (the record with the largest timestamp).
+//! -2 (earliest: the log start offset), -3 (the record with the largest timestamp), -4
+//! (earliest local, v8: the log start here) and -5 (latest tiered, v9: none here, -1).
 
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::list_offsets_response::{
@@ -13,6 +14,10 @@ use crate::partitions::{ApiError, Broker, Partition};
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// KIP-405 (v8): the first offset held locally; without tiered storage, the log start.
+const EARLIEST_LOCAL: i64 = -4;
+/// KIP-1005 (v9): the last offset in tiered storage; without it, -1 as on Kafka.
+const LATEST_TIERED: i64 = -5;
 
 /// ListOffsets v4 added the leader epoch; setting it for v1-v3 fails the encoding.
 const LEADER_EPOCH_MIN_VERSION: i16 = 4;
@@ -59,7 +64,8 @@ fn lookup(
     match timestamp {
         LATEST if read_committed => Ok(Some((partition.last_stable_offset(), -1))),
         LATEST => Ok(Some((partition.high_watermark(), -1))),
-        EARLIEST => Ok(Some((partition.log_start_offset(), -1))),
+        EARLIEST | EARLIEST_LOCAL => Ok(Some((partition.log_start_offset(), -1))),
+        LATEST_TIERED => Ok(Some((-1, -1))),
         MAX_TIMESTAMP => partition.max_timestamp_offset(),
         ts if ts >= 0 => partition.offset_for_timestamp(ts),
         other => Err(ApiError::new(

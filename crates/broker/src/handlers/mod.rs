@@ -31,6 +31,7 @@ pub mod describe_cluster;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod describe_topic_partitions;
 pub mod describe_transactions;
 pub mod end_txn;
 pub mod fetch;
@@ -136,13 +137,16 @@ pub fn dispatch(
         Request::TxnOffsetCommit(r) => later(node, ctx, move |n| async move {
             txn_offset_commit::handle(&n, r, ctx.version).await
         }),
+        Request::DescribeTopicPartitions(r) => {
+            ctx.ready(&describe_topic_partitions::handle(broker, r))
+        }
         Request::DescribeProducers(r) => ctx.ready(&describe_producers::handle(broker, r)),
         Request::ListTransactions(r) => ctx.ready(&list_transactions::handle(node, r)),
         Request::DescribeTransactions(r) => ctx.ready(&describe_transactions::handle(node, r)),
         Request::FindCoordinator(r) => ctx.ready(&find_coordinator::handle(broker, r, ctx.version)),
         Request::Heartbeat(r) => ctx.ready(&heartbeat::handle(groups, r)),
         Request::ListGroups(r) => ctx.ready(&list_groups::handle(groups, r)),
-        Request::DescribeGroups(r) => ctx.ready(&describe_groups::handle(groups, r)),
+        Request::DescribeGroups(r) => ctx.ready(&describe_groups::handle(groups, r, ctx.version)),
         Request::OffsetFetch(r) => ctx.ready(&offset_fetch::handle(groups, r, ctx.version)),
         Request::JoinGroup(r) => {
             let node = Arc::clone(node);

@@ -33,15 +33,28 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
     // v12): durable before any answer, whatever the acks.
     let mut txn_records: Vec<crate::txns::Durable> = Vec::new();
     for (ti, topic) in request.topic_data.into_iter().enumerate() {
-        let mut topic_response = TopicProduceResponse::default().with_name(topic.name.clone());
+        let mut topic_response = TopicProduceResponse::default()
+            .with_name(topic.name.clone())
+            .with_topic_id(topic.topic_id);
+        // v13 names topics by id (KIP-516).
+        let name = if ctx.version >= 13 {
+            broker.topic_by_id(topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.name.to_string())
+        };
         for (pi, data) in topic.partition_data.into_iter().enumerate() {
             let index = data.index;
-            let result = if matches!(acks, -1..=1) {
-                append(node, &topic.name, data, ctx.version, &mut txn_records)
-            } else {
+            let result = if !matches!(acks, -1..=1) {
                 Err(ApiError::new(
                     ErrorCode::InvalidRequiredAcks,
                     format!("acks must be -1, 0 or 1, got {acks}"),
+                ))
+            } else if let Some(name) = &name {
+                append(node, name, data, ctx.version, &mut txn_records)
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::UnknownTopicId,
+                    format!("unknown topic id {}", topic.topic_id),
                 ))
             };
             let mut pr = PartitionProduceResponse::default()
@@ -54,7 +67,7 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
                     waits.push((ti, pi, partition, info.last_offset));
                 }
                 Err(e) => {
-                    tracing::debug!(topic = %topic.name.as_str(), partition = index, error = %e.message, "produce refused");
+                    tracing::debug!(topic = name.as_deref().unwrap_or_default(), partition = index, error = %e.message, "produce refused");
                     pr.error_code = e.code.code();
                     pr.error_message = message(e.message);
                     pr.base_offset = -1;

@@ -37,8 +37,11 @@ fn describe(
     )
 }
 
+/// A topic's partition, by name.
+type Row = (String, i32);
+
 /// (topic, partition) pairs of an answer, and its cursor.
-fn page(r: &DescribeTopicPartitionsResponse) -> (Vec<(String, i32)>, Option<(String, i32)>) {
+fn page(r: &DescribeTopicPartitionsResponse) -> (Vec<Row>, Option<Row>) {
     let rows = r
         .topics
         .iter()

@@ -206,9 +206,11 @@ impl ConsumerGroup {
             value.member_id.clone(),
             Member {
                 value: value.clone(),
-                // Loaded members must heartbeat within their session.
+                // Loaded members must heartbeat within their session, and finish a
+                // revocation within their rebalance timeout from now.
                 last_seen: now,
-                revoke_deadline: None,
+                revoke_deadline: (value.state == MemberState::UnrevokedPartitions)
+                    .then(|| now + i64::from(value.rebalance_timeout_ms)),
             },
         );
     }

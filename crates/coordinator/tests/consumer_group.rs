@@ -241,6 +241,26 @@ fn bad_requests_get_kafkas_errors() {
         0,
     );
     assert_eq!(r.error, ErrorCode::InvalidRegularExpression);
+    // Hostile expressions: too long, too big once compiled, too deeply nested.
+    for hostile in [
+        "a*".repeat(200_000),
+        "(((a{100}){100}){100})".to_string(),
+        format!("{}a{}", "(".repeat(1000), ")".repeat(1000)),
+    ] {
+        let r = h.send(
+            &join("a", &[]).tap(|r| {
+                r.subscribed_topic_names = None;
+                r.subscribed_topic_regex = Some(hostile)
+            }),
+            0,
+        );
+        assert_eq!(
+            r.error,
+            ErrorCode::InvalidRegularExpression,
+            "{:?}",
+            r.message
+        );
+    }
     let r = h.send(&join("a", &["t"]).tap(|r| r.rebalance_timeout_ms = -1), 0);
     assert_eq!(r.error, ErrorCode::InvalidRequest);
     let r = h.send(&join("", &["t"]), 0);

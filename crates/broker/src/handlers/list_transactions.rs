@@ -1,13 +1,9 @@
 //! ListTransactions (key 66, KIP-664): transactional ids with their producer and state,
 //! filtered by state, producer id, minimum open duration (v1) and id pattern (v2).
 //!
-//! The pattern is a regular expression that must match the whole id, as Kafka's
-//! `Pattern.matcher(id).matches()`. It runs on the `regex` crate, whose matching time is
-//! linear in pattern and id length (no backtracking), so no pattern can freeze or crash the
-//! broker. Patterns longer than [`PATTERN_BYTES_MAX`] or compiling past
-//! [`PATTERN_COMPILED_BYTES_MAX`] are refused with INVALID_REQUEST; ones that do not parse
-//! (including Java-only syntax: backreferences, lookaround) with
-//! INVALID_REGULAR_EXPRESSION, as Kafka answers a `PatternSyntaxException`.
+//! The pattern is a regular expression that must match the whole id, compiled with the
+//! bounds of [`exacta_coordinator::pattern`] (INVALID_REQUEST past them,
+//! INVALID_REGULAR_EXPRESSION when it does not parse).
 //!
 //! To ensure correctness (of everyone else): only a copy of each transaction's id,
 //! producer and state is taken under the coordinator lock; filtering by client-sized
@@ -15,6 +11,7 @@
 
 use std::collections::HashSet;
 
+use exacta_coordinator::pattern::compile_pattern;
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::list_transactions_response::TransactionState;
 use kafka_protocol::messages::{
@@ -35,48 +32,6 @@ const STATES: &[&str] = &[
     "Dead",
 ];
 
-/// Longest `transactional_id_pattern` accepted, in bytes.
-pub const PATTERN_BYTES_MAX: usize = 8 << 10;
-/// Largest compiled program a pattern may produce, in bytes.
-pub const PATTERN_COMPILED_BYTES_MAX: usize = 1 << 20;
-
-/// A pattern the broker refuses, with the error code to answer.
-#[derive(Debug, PartialEq, Eq)]
-pub struct PatternError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-/// Compiles a transactional-id pattern for whole-id matching.
-pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, PatternError> {
-    if pattern.len() > PATTERN_BYTES_MAX {
-        return Err(PatternError {
-            code: ErrorCode::InvalidRequest,
-            message: format!(
-                "transactional id pattern of {} bytes exceeds the limit of {PATTERN_BYTES_MAX}",
-                pattern.len()
-            ),
-        });
-    }
-    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(PATTERN_COMPILED_BYTES_MAX)
-        .dfa_size_limit(2 * PATTERN_COMPILED_BYTES_MAX)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::CompiledTooBig(limit) => PatternError {
-                code: ErrorCode::InvalidRequest,
-                message: format!(
-                    "transactional id pattern compiles past the limit of {limit} bytes"
-                ),
-            },
-            other => PatternError {
-                code: ErrorCode::InvalidRegularExpression,
-                message: format!("invalid transactional id pattern: {other}"),
-            },
-        })
-}
-
 /// What is copied of one transaction under the coordinator lock.
 struct Listed {
     transactional_id: String,
@@ -92,7 +47,7 @@ pub fn handle(node: &Node, request: ListTransactionsRequest) -> ListTransactions
         .transactional_id_pattern
         .as_ref()
         .filter(|p| !p.is_empty())
-        .map(|p| compile_pattern(p))
+        .map(|p| compile_pattern(p, "transactional id pattern"))
         .transpose()
     {
         Ok(pattern) => pattern,
@@ -146,52 +101,4 @@ pub fn handle(node: &Node, request: ListTransactionsRequest) -> ListTransactions
         })
         .collect();
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn matches(pattern: &str, id: &str) -> bool {
-        compile_pattern(pattern).unwrap().is_match(id)
-    }
-
-    #[test]
-    fn patterns_match_whole_ids_like_java_matches() {
-        assert!(matches("orders-.*", "orders-eu-1"));
-        assert!(matches("a.c", "abc"));
-        assert!(!matches("orders-.*", "payments-1"));
-        assert!(matches("exact", "exact"));
-        assert!(!matches("exact", "exactly"));
-        assert!(!matches("act", "exact"));
-        assert!(matches("(orders|payments)-[0-9]+", "payments-42"));
-        assert!(matches("a|b", "b"), "alternation is inside the anchors");
-    }
-
-    #[test]
-    fn pathological_patterns_are_linear_or_refused() {
-        // Catastrophic for a backtracking matcher: (a*)^12 against 40 a's and a b.
-        let started = std::time::Instant::now();
-        let id = format!("{}b", "a".repeat(40));
-        assert!(!matches(&"a*".repeat(12), &id));
-        assert!(!matches("(a+)+$", &id));
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
-        // 200,000 repetitions: refused by length, not a stack overflow.
-        let e = compile_pattern(&"a*".repeat(200_000)).unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidRequest);
-        // Short but huge once compiled.
-        let e = compile_pattern("(((a{100}){100}){100})").unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidRequest, "{}", e.message);
-        // Deep nesting is refused, not recursed into.
-        let e = compile_pattern(&format!("{}a{}", "(".repeat(1000), ")".repeat(1000))).unwrap_err();
-        assert_eq!(e.code, ErrorCode::InvalidRegularExpression, "{}", e.message);
-    }
-
-    #[test]
-    fn invalid_and_java_only_syntax_is_invalid_regular_expression() {
-        for bad in ["(", "a{2,1}", "(a)\\1", "(?=a)a"] {
-            let e = compile_pattern(bad).expect_err(bad);
-            assert_eq!(e.code, ErrorCode::InvalidRegularExpression, "{bad}");
-        }
-    }
 }

@@ -383,11 +383,7 @@ impl ConsumerGroup {
 
 /// Compiles a subscription regular expression; it must match a whole topic name.
 pub fn compile(regex: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{regex})$"))
-        .size_limit(1 << 20)
-        .nest_limit(64)
-        .build()
-        .map_err(|e| e.to_string())
+    crate::pattern::compile_pattern(regex, "SubscribedTopicRegex").map_err(|e| e.message)
 }
 
 /// A ConsumerGroupHeartbeat.
@@ -516,7 +512,7 @@ pub(crate) fn validate(
         } {
             return Err(HeartbeatResponse::error(
                 ErrorCode::InvalidRegularExpression,
-                format!("SubscribedTopicRegex `{r}` is not a valid regular expression: {e}"),
+                e,
             ));
         }
     }

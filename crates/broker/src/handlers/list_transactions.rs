@@ -12,7 +12,6 @@
 use std::collections::HashSet;
 
 use exacta_coordinator::pattern::compile_pattern;
-use exacta_types::ErrorCode;
 use kafka_protocol::messages::list_transactions_response::TransactionState;
 use kafka_protocol::messages::{
     ListTransactionsRequest, ListTransactionsResponse, ProducerId, TransactionalId,

@@ -105,7 +105,7 @@ fn fence(
         member: member_id.to_string(),
         value: None,
     });
-    cg.refresh_subscription(topics);
+    cg.refresh_subscription(topics, true);
     cg.bump(default_assignor, reason, group);
     records.push(group_record(group, cg));
 }
@@ -327,7 +327,7 @@ impl GroupCoordinator {
             || before.subscribed_names != v.subscribed_names
             || before.subscribed_regex != v.subscribed_regex
             || before.server_assignor != v.server_assignor;
-        let metadata_changed = cg.refresh_subscription(topics);
+        let metadata_changed = cg.refresh_subscription(topics, subscription_changed);
         if subscription_changed || metadata_changed {
             let reason = if joined {
                 "a member joined"

@@ -152,6 +152,8 @@ pub struct ConsumerGroup {
     pub(crate) subscription: BTreeMap<String, (Uuid, i32)>,
     /// Resolved regular expressions: (catalog version, matching topics).
     regexes: HashMap<String, (u64, BTreeSet<String>)>,
+    /// The catalog version `subscription` was computed at (None: not since loading).
+    subscription_at: Option<u64>,
 }
 
 impl ConsumerGroup {
@@ -277,8 +279,14 @@ impl ConsumerGroup {
             .collect()
     }
 
-    /// Refreshes the subscription metadata; true if it changed.
-    fn refresh_subscription(&mut self, topics: &dyn TopicCatalog) -> bool {
+    /// Refreshes the subscription metadata; true if it changed. Unless `force`d (a
+    /// subscription or the membership changed), only when the topics changed since.
+    fn refresh_subscription(&mut self, topics: &dyn TopicCatalog, force: bool) -> bool {
+        let version = topics.version();
+        if !force && self.subscription_at == Some(version) {
+            return false;
+        }
+        self.subscription_at = Some(version);
         let names = self.subscribed_topics(topics);
         let metadata: BTreeMap<String, (Uuid, i32)> = names
             .into_iter()
@@ -331,6 +339,10 @@ impl ConsumerGroup {
         let Some(m) = self.members.get(member_id) else {
             return false;
         };
+        if m.value.state == MemberState::Stable && m.value.member_epoch == self.assignment_epoch {
+            // Reconciled: nothing to do (and no owner map to build on every heartbeat).
+            return false;
+        }
         let before = m.value.current();
         let empty = Assignment::new();
         let target = self.target.get(member_id).unwrap_or(&empty);

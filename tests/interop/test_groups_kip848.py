@@ -105,12 +105,17 @@ def test_admin_sees_group_types_and_zombie_commits_are_refused(make_broker):
         return c
 
     def settle(consumers, sizes, timeout=20):
+        # The sizes, and the group Stable: every member acknowledged its revocations and
+        # moved to the assignment epoch (a member that just revoked keeps its old epoch
+        # until its next heartbeat).
         deadline = time.time() + timeout
         while time.time() < deadline:
             for c in consumers:
                 c.poll(0.1)
             if [len(c.assignment()) for c in consumers] == sizes:
-                return
+                state = admin.describe_consumer_groups(["zg"])["zg"].result(10).state
+                if state.name == "STABLE":
+                    return
         raise AssertionError([c.assignment() for c in consumers])
 
     a = member("a")

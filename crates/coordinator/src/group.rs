@@ -1246,6 +1246,13 @@ impl GroupCoordinator {
             .collect()
     }
 
+    /// The group a durable record names, created empty if it is the first.
+    fn loaded_group(&mut self, group: &str, now: i64) -> &mut Group {
+        self.groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(group, now))
+    }
+
     /// Applies a durable record: during replay every record, live only offset records
     /// (group records describe state the coordinator already has).
     pub fn apply(&mut self, record: &Record, now: i64) {
@@ -1257,9 +1264,7 @@ impl GroupCoordinator {
                 value,
             } => match value {
                 Some(v) => {
-                    self.groups
-                        .entry(group.clone())
-                        .or_insert_with(|| Group::new(group, now))
+                    self.loaded_group(group, now)
                         .offsets
                         .insert((topic.clone(), *partition), v.clone());
                 }
@@ -1276,10 +1281,7 @@ impl GroupCoordinator {
                 group,
                 value: Some(v),
             } => {
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(group, now));
+                let g = self.loaded_group(group, now);
                 g.consumer = None;
                 g.generation = v.generation;
                 g.protocol_type = v.protocol_type.clone();
@@ -1314,10 +1316,7 @@ impl GroupCoordinator {
                 };
             }
             Record::ConsumerGroup { group, value } => {
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(group, now));
+                let g = self.loaded_group(group, now);
                 g.members.clear();
                 g.static_members.clear();
                 g.state = GroupState::Empty;
@@ -1328,10 +1327,7 @@ impl GroupCoordinator {
                 value: Some(v),
                 ..
             } => {
-                let g = self
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(group, now));
+                let g = self.loaded_group(group, now);
                 g.consumer
                     .get_or_insert_with(Default::default)
                     .load_member(v, now);
@@ -1478,6 +1474,11 @@ impl GroupCoordinator {
                 },
             })
             .collect()
+    }
+
+    /// Whether the coordinator holds a group of either kind.
+    pub fn has_group(&self, group_id: &str) -> bool {
+        self.groups.contains_key(group_id)
     }
 
     /// Whether a group uses the new protocol.

@@ -44,7 +44,7 @@ pub fn handle(
     for id in request.group_ids {
         let described = groups.with_group(&id, |c| {
             c.describe_consumer_group(&id)
-                .ok_or_else(|| c.list_groups().into_iter().any(|g| g.group_id == *id.0))
+                .ok_or_else(|| c.has_group(&id))
         });
         let mut g = DescribedGroup::default()
             .with_group_id(id.clone())

@@ -496,13 +496,17 @@ impl TxnRuntime {
         };
         match work {
             Ok((plans, waits)) => {
-                // Each plan aborts a timed-out transaction with an epoch bump.
-                Metrics::add(&METRICS.txns_timed_out, plans.len() as u64);
+                // Each plan aborts a timed-out transaction with an epoch bump. The timeout is
+                // counted once its abort is complete (markers durable), as aborts are, so a
+                // scrape never shows a timeout whose abort is not yet counted.
                 Metrics::add(&METRICS.fencings, plans.len() as u64);
                 Self::durable(waits).await;
                 for plan in plans {
-                    if let Err(e) = self.finish(plan).await {
-                        tracing::error!(error = %e, "could not abort a timed-out transaction");
+                    match self.finish(plan).await {
+                        Ok(_) => Metrics::add(&METRICS.txns_timed_out, 1),
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not abort a timed-out transaction")
+                        }
                     }
                 }
             }

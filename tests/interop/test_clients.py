@@ -267,7 +267,7 @@ def test_write_guarantee_refuses_producers_below_it(make_broker):
         f.result(10)
     bad = admin.create_topics([NewTopic("gov-bad", 1, 1,
                                         config={"exacta.write.guarantee": "mostly"})])
-    with pytest.raises(KafkaException, match="exacta.write.guarantee must be one of"):
+    with pytest.raises(KafkaException, match="exacta.write.guarantee: must be one of"):
         bad["gov-bad"].result(10)
     described = admin.describe_configs([ConfigResource("topic", "gov-default")])
     entry = list(described.values())[0].result(10)["exacta.write.guarantee"]

@@ -7,11 +7,13 @@
 use std::path::PathBuf;
 
 use exacta_log::LogConfig;
-use serde::Deserialize;
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
 
 /// Which producers may write to a topic (`exacta.write.guarantee`; broker default
 /// `default_write_guarantee`). Others are refused with POLICY_VIOLATION.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteGuarantee {
     /// Any producer (Kafka's behaviour).
@@ -41,7 +43,7 @@ impl WriteGuarantee {
 }
 
 /// When the broker fsyncs the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlushPolicy {
     /// fsync before acknowledging acks=all and before a record becomes visible to
@@ -53,10 +55,15 @@ pub enum FlushPolicy {
     Never,
 }
 
-/// The broker's settings. Field names are the TOML keys.
-#[derive(Debug, Clone, Deserialize)]
+/// The broker's settings. Field names are the TOML keys; DescribeConfigs shows them under
+/// their Kafka names (`crate::broker_settings`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
+    /// The TOML keys set in the config file or by a command-line flag (the others have
+    /// their defaults): DescribeConfigs reports those as static settings.
+    #[serde(skip)]
+    pub explicit: BTreeSet<String>,
     /// Address to listen on.
     pub listen: String,
     /// Address clients are told to connect to (Metadata); defaults to `listen`.
@@ -109,6 +116,14 @@ pub struct BrokerConfig {
     /// Furthest-future create time a produced record may carry
     /// (`log.message.timestamp.after.max.ms`, one hour as in Kafka 4.0).
     pub message_timestamp_after_max_ms: i64,
+    /// Codec batches are stored with (`compression.type`): `producer` keeps the producer's,
+    /// any other codec makes the broker recompress batches that use another.
+    pub compression_type: String,
+    /// `CreateTime` or `LogAppendTime` (`log.message.timestamp.type`).
+    pub message_timestamp_type: String,
+    /// In-sync replicas an `acks=all` write needs (`min.insync.replicas`); a single node
+    /// has one, so more refuses acks=all writes with NOT_ENOUGH_REPLICAS, as on Kafka.
+    pub min_insync_replicas: i32,
     /// How often retention (and producer-id expiry) runs (`log.retention.check.interval.ms`).
     pub retention_check_interval_ms: u64,
     /// Forget an idempotent producer's state this long after its last batch's timestamp
@@ -177,6 +192,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         let log = LogConfig::default();
         Self {
+            explicit: BTreeSet::new(),
             listen: "127.0.0.1:9092".into(),
             advertised_listener: None,
             metrics_listen: None,
@@ -204,6 +220,9 @@ impl Default for BrokerConfig {
             message_max_bytes: 1_048_588,
             message_timestamp_before_max_ms: i64::MAX,
             message_timestamp_after_max_ms: 3_600_000,
+            compression_type: "producer".into(),
+            message_timestamp_type: "CreateTime".into(),
+            min_insync_replicas: 1,
             retention_check_interval_ms: 300_000,
             producer_id_expiration_ms: 86_400_000,
             frame_bytes_max: 104_857_600,
@@ -261,10 +280,22 @@ impl BrokerConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let parse_error = |source| ConfigError::Parse {
             path: path.to_path_buf(),
             source: Box::new(source),
-        })
+        };
+        let mut config: Self = toml::from_str(&text).map_err(parse_error)?;
+        let table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        config.explicit = table.keys().cloned().collect();
+        Ok(config)
+    }
+
+    /// Every TOML key, for checks that each one is described.
+    pub fn toml_keys() -> Vec<String> {
+        match toml::Value::try_from(Self::default()) {
+            Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     /// Checks values that would otherwise fail later, far from their cause.
@@ -328,6 +359,12 @@ impl BrokerConfig {
                 self.max_compaction_lag_ms.to_string(),
             ),
             ("delete.retention.ms", self.delete_retention_ms.to_string()),
+            ("compression.type", self.compression_type.clone()),
+            (
+                "message.timestamp.type",
+                self.message_timestamp_type.clone(),
+            ),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
         ] {
             crate::topic_config::validate_topic_config(name, &value)
                 .map_err(|e| ConfigError::Invalid(format!("broker default: {e}")))?;

@@ -10,8 +10,10 @@
 //! - [`txns`]: the transaction coordinator runtime over `__transaction_state`.
 //! - [`cleaner`]: the background log cleaner (compaction) and its metrics.
 //! - [`flusher`]: group commit: one fsync covers every append waiting at that moment.
-//! - [`config`]: settings and their limits; [`topic_config`]: topic-level configs.
+//! - [`config`]: settings and their limits; [`topic_config`]: topic-level configs;
+//!   [`broker_settings`]: the settings under Kafka's names, and the dynamic ones.
 
+pub mod broker_settings;
 pub mod cleaner;
 pub mod config;
 pub mod flusher;

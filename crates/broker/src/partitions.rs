@@ -1,8 +1,11 @@
 //! The partition manager: topics, their partition logs and high watermarks.
 //!
 //! The high watermark (HW) is the offset below which consumers may read. On this single
-//! node it is the log end offset, except with `flush_policy = "always"`, where it is the
-//! *flushed* offset: a consumer never sees a record that a power loss could take back.
+//! node it is the log end offset, except on a partition whose flush rule fsyncs every
+//! append (`flush.messages=1`, the default under `flush_policy = "always"`), where it is
+//! the *flushed* offset: a consumer never sees a record that a power loss could take back.
+//! Other partitions are fsynced in the background after `flush.messages` records or once
+//! their oldest unflushed record is `flush.ms` old ([`Broker::flush_due`]).
 //!
 //! Topic metadata changes (create, delete, add partitions, alter configs) are serialized
 //! by one admin lock and persisted before they become visible.
@@ -10,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use exacta_log::topics::{TopicMetadata, TopicStore};
@@ -21,7 +24,8 @@ use uuid::Uuid;
 
 use exacta_coordinator::producer_ids::ProducerIdManager;
 
-use crate::config::{BrokerConfig, FlushPolicy};
+use crate::broker_settings::{DynamicConfigs, Scope};
+use crate::config::BrokerConfig;
 use crate::flusher::Flusher;
 use crate::topic_config::{validate_topic_configs, TopicConfigs, WriteRules};
 
@@ -89,9 +93,13 @@ pub struct Partition {
     /// Bumped whenever any HW moves; long-polling fetches wait on it.
     arrivals: Arc<watch::Sender<u64>>,
     flush_queued: AtomicBool,
+    /// Offset below which the log is fsynced.
+    flushed_offset: AtomicI64,
+    /// When the oldest unflushed append happened (ms), 0 when all is flushed.
+    dirty_since_ms: AtomicI64,
     /// What a produced batch must satisfy (from the topic's configs).
     rules: RwLock<WriteRules>,
-    flusher: Option<Flusher>,
+    flusher: Flusher,
 }
 
 impl Partition {
@@ -101,7 +109,7 @@ impl Partition {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Appends validated batches; with `flush_policy = "always"` queues a group fsync.
+    /// Appends validated batches and applies the partition's flush rule.
     /// An append that rolls the segment (fsyncs) runs off the async worker.
     pub fn append(self: &Arc<Self>, batches: &mut [u8]) -> Result<AppendInfo, ApiError> {
         let info = {
@@ -122,12 +130,14 @@ impl Partition {
     /// Called by the flusher: takes the file to fsync and the LEO it covers.
     pub(crate) fn take_flush_target(&self) -> (Arc<File>, i64) {
         self.flush_queued.store(false, Ordering::Release);
+        self.dirty_since_ms.store(0, Ordering::Release);
         self.log().flush_target()
     }
 
     /// Called by the flusher after the fsync of [`Partition::take_flush_target`].
     pub(crate) fn flushed(&self, offset: i64) {
         self.log().mark_flushed(offset);
+        self.flushed_offset.fetch_max(offset, Ordering::AcqRel);
         self.advance_high_watermark(offset);
     }
 
@@ -216,7 +226,7 @@ impl Partition {
         Ok(info)
     }
 
-    /// Writes a transaction marker; with `flush_policy = "always"` queues a group fsync.
+    /// Writes a transaction marker and applies the partition's flush rule.
     /// Returns the marker's offset (durable once the HW passes it).
     pub fn append_marker(
         self: &Arc<Self>,
@@ -232,13 +242,35 @@ impl Partition {
     }
 
     fn after_append(self: &Arc<Self>, last_offset: i64) {
-        match &self.flusher {
-            Some(flusher) => {
-                if !self.flush_queued.swap(true, Ordering::AcqRel) {
-                    flusher.enqueue(Arc::clone(self));
-                }
-            }
-            None => self.advance_high_watermark(last_offset + 1),
+        let rule = self.write_rules().flush;
+        if rule.per_append() {
+            // Visible and acknowledged once the group fsync that covers it is done.
+            self.queue_flush();
+            return;
+        }
+        self.advance_high_watermark(last_offset + 1);
+        let _ = self.dirty_since_ms.compare_exchange(
+            0,
+            crate::now_ms().max(1),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if last_offset + 1 - self.flushed_offset.load(Ordering::Acquire) >= rule.messages {
+            self.queue_flush();
+        }
+    }
+
+    fn queue_flush(self: &Arc<Self>) {
+        if !self.flush_queued.swap(true, Ordering::AcqRel) {
+            self.flusher.enqueue(Arc::clone(self));
+        }
+    }
+
+    /// Queues a background fsync if the oldest unflushed append is `flush.ms` old.
+    fn flush_if_due(self: &Arc<Self>, now_ms: i64) {
+        let since = self.dirty_since_ms.load(Ordering::Acquire);
+        if since != 0 && now_ms.saturating_sub(since) >= self.write_rules().flush.ms {
+            self.queue_flush();
         }
     }
 
@@ -261,16 +293,6 @@ impl Partition {
     /// What a produced batch must satisfy here (the topic's configs).
     pub fn write_rules(&self) -> WriteRules {
         *self.rules.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Fsyncs now (interval policy).
-    pub fn flush(&self) {
-        let offset = {
-            let mut log = self.log();
-            log.flush();
-            log.log_end_offset()
-        };
-        self.advance_high_watermark(offset);
     }
 
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, LogError> {
@@ -379,13 +401,17 @@ struct Topics {
 /// All partitions of the broker.
 #[derive(Debug)]
 pub struct Broker {
+    /// The static settings (config file and flags); [`Broker::live`] has the dynamic
+    /// ones laid over them.
     pub config: BrokerConfig,
+    live: RwLock<Arc<BrokerConfig>>,
+    dynamic: Mutex<DynamicConfigs>,
     store: TopicStore,
     topics: RwLock<Topics>,
     /// Serializes topic metadata changes.
     admin: Mutex<()>,
     arrivals: Arc<watch::Sender<u64>>,
-    flusher: Option<Flusher>,
+    flusher: Flusher,
     producer_ids: Mutex<ProducerIdManager>,
     data_dir: PathBuf,
     _lock: File,
@@ -412,10 +438,21 @@ impl Broker {
         let metas = store.load_all()?;
         store.remove_orphans(&metas)?;
         let arrivals = Arc::new(watch::channel(0u64).0);
-        let flusher = (config.flush_policy == FlushPolicy::Always).then(Flusher::start);
+        let dynamic = DynamicConfigs::load(&data_dir).map_err(OpenError::DynamicConfigs)?;
+        let live = dynamic.apply(&config).map_err(|e| {
+            OpenError::DynamicConfigs(format!(
+                "{}: {e}",
+                data_dir
+                    .join(crate::broker_settings::DYNAMIC_CONFIGS_FILE)
+                    .display()
+            ))
+        })?;
+        let flusher = Flusher::start();
         let producer_ids = Mutex::new(ProducerIdManager::open(&data_dir)?);
         let broker = Self {
             config,
+            live: RwLock::new(Arc::new(live)),
+            dynamic: Mutex::new(dynamic),
             store,
             topics: RwLock::new(Topics::default()),
             admin: Mutex::new(()),
@@ -464,9 +501,10 @@ impl Broker {
         index: i32,
         clean: bool,
     ) -> Result<(Arc<Partition>, exacta_log::log::RecoveryInfo), LogError> {
+        let live = self.live();
         let configs = TopicConfigs {
             overrides: &meta.configs,
-            broker: &self.config,
+            broker: &live,
         };
         let dir = self.store.partition_dir(&meta.name, index);
         let (log, info) = PartitionLog::open(&dir, configs.log_config(), clean)?;
@@ -479,6 +517,8 @@ impl Broker {
                 high_watermark: watch::channel(hw).0,
                 arrivals: Arc::clone(&self.arrivals),
                 flush_queued: AtomicBool::new(false),
+                flushed_offset: AtomicI64::new(hw),
+                dirty_since_ms: AtomicI64::new(0),
                 rules: RwLock::new(configs.write_rules()),
                 flusher: self.flusher.clone(),
             }),
@@ -562,7 +602,7 @@ impl Broker {
                 ),
             ));
         }
-        validate_topic_configs(&configs, &self.config)
+        validate_topic_configs(&configs, &self.live())
             .map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
         let _admin = self.admin_lock();
         if self.topic(name).is_some() {
@@ -706,7 +746,7 @@ impl Broker {
         if exacta_types::is_internal_topic(name) {
             crate::internal::check_configs(name, &configs)?;
         }
-        validate_topic_configs(&configs, &self.config)
+        validate_topic_configs(&configs, &self.live())
             .map_err(|m| ApiError::new(ErrorCode::InvalidConfig, m))?;
         if validate_only {
             return Ok(());
@@ -716,9 +756,10 @@ impl Broker {
             ..topic.metadata()
         };
         self.store.save(&meta)?;
+        let live = self.live();
         let resolved = TopicConfigs {
             overrides: &meta.configs,
-            broker: &self.config,
+            broker: &live,
         };
         for p in &topic.partitions {
             p.set_topic_configs(&resolved);
@@ -733,11 +774,64 @@ impl Broker {
         Ok(())
     }
 
-    /// Fsyncs every partition (interval flush policy).
-    pub fn flush_all(&self) {
+    /// The settings in force: the static ones with the dynamic ones laid over them.
+    pub fn live(&self) -> Arc<BrokerConfig> {
+        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The dynamic settings (both layers).
+    pub fn dynamic_configs(&self) -> DynamicConfigs {
+        self.dynamic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Edits one layer of the dynamic settings: the result is checked as a whole (each
+    /// value, the settings together, every topic's overrides over the new defaults), then
+    /// persisted and applied to every topic at once.
+    pub fn alter_dynamic_configs(
+        &self,
+        scope: Scope,
+        edit: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), ApiError>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let _admin = self.admin_lock();
+        let mut dynamic = self.dynamic_configs();
+        edit(dynamic.layer_mut(scope))?;
+        let invalid = |m: String| ApiError::new(ErrorCode::InvalidConfig, m);
+        let live = Arc::new(dynamic.apply(&self.config).map_err(invalid)?);
+        let topics = self.topics();
+        for topic in &topics {
+            validate_topic_configs(&topic.configs, &live)
+                .map_err(|m| invalid(format!("topic {}: {m}", topic.name)))?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        dynamic.save(&self.data_dir)?;
+        *self.dynamic.lock().unwrap_or_else(|p| p.into_inner()) = dynamic.clone();
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&live);
+        for topic in &topics {
+            let resolved = TopicConfigs {
+                overrides: &topic.configs,
+                broker: &live,
+            };
+            for p in &topic.partitions {
+                p.set_topic_configs(&resolved);
+            }
+        }
+        tracing::info!(scope = ?scope, configs = ?dynamic.layer(scope), "altered dynamic broker configs");
+        Ok(())
+    }
+
+    /// Queues a background fsync of every partition whose oldest unflushed append is
+    /// older than its `flush.ms`.
+    pub fn flush_due(&self) {
+        let now = crate::now_ms();
         for topic in self.topics() {
             for p in &topic.partitions {
-                p.flush();
+                p.flush_if_due(now);
             }
         }
     }
@@ -760,7 +854,7 @@ impl Broker {
                         }
                     }
                 }
-                expired += p.remove_expired_producers(now, self.config.producer_id_expiration_ms);
+                expired += p.remove_expired_producers(now, self.live().producer_id_expiration_ms);
             }
         }
         if expired > 0 {
@@ -783,9 +877,7 @@ impl Broker {
 
     /// Clean shutdown: stops the flusher, seals every log, then writes the marker.
     pub fn close(&self) -> Result<(), LogError> {
-        if let Some(f) = &self.flusher {
-            f.stop();
-        }
+        self.flusher.stop();
         for topic in self.topics() {
             for p in &topic.partitions {
                 p.close()?;
@@ -816,4 +908,6 @@ pub enum OpenError {
     Locked(PathBuf),
     #[error(transparent)]
     Log(#[from] exacta_log::LogError),
+    #[error("dynamic broker configs: {0}; fix or remove the file")]
+    DynamicConfigs(String),
 }

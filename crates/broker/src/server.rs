@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::config::{BrokerConfig, FlushPolicy};
+use crate::config::BrokerConfig;
 use crate::frames::{FrameReader, RequestBudget};
 use crate::groups::GroupRuntime;
 use crate::handlers::{api_versions, dispatch, Reply};
@@ -165,9 +165,7 @@ impl Server {
         let mut cleaner = crate::cleaner::CleanerThread::start(Arc::clone(&broker));
         background.spawn(Arc::clone(&node.groups).tick_loop());
         background.spawn(Arc::clone(&node.txns).tick_loop());
-        if broker.config.flush_policy == FlushPolicy::Interval {
-            background.spawn(flush_loop(Arc::clone(&broker)));
-        }
+        background.spawn(flush_loop(Arc::clone(&broker)));
         let connections_open = Arc::new(AtomicUsize::new(0));
         let budget = RequestBudget::new(broker.config.queued_request_bytes_max);
         let mut connections = JoinSet::new();
@@ -177,9 +175,10 @@ impl Server {
                 _ = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        if connections_open.load(Ordering::Acquire) >= broker.config.connections_max {
+                        let limit = broker.live().connections_max;
+                        if connections_open.load(Ordering::Acquire) >= limit {
                             Metrics::add(&METRICS.connections_refused, 1);
-                            tracing::warn!(%peer, limit = broker.config.connections_max, "connection limit reached; closing new connection");
+                            tracing::warn!(%peer, limit, "connection limit reached; closing new connection");
                             drop(stream);
                             continue;
                         }
@@ -252,12 +251,14 @@ async fn retention_loop(broker: Arc<Broker>) {
     }
 }
 
+/// How often partitions are checked for a due `flush.ms` fsync.
+const FLUSH_CHECK_MS: u64 = 50;
+
 async fn flush_loop(broker: Arc<Broker>) {
-    let mut every = tokio::time::interval(Duration::from_millis(broker.config.flush_interval_ms));
+    let mut every = tokio::time::interval(Duration::from_millis(FLUSH_CHECK_MS));
     loop {
         every.tick().await;
-        let b = Arc::clone(&broker);
-        let _ = tokio::task::spawn_blocking(move || b.flush_all()).await;
+        broker.flush_due();
     }
 }
 

@@ -313,15 +313,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
+        config.explicit.insert("listen".into());
     }
     if let Some(advertised) = args.advertised_listener {
         config.advertised_listener = Some(advertised);
+        config.explicit.insert("advertised_listener".into());
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+        config.explicit.insert("data_dir".into());
     }
     if let Some(metrics) = args.metrics_listen {
         config.metrics_listen = Some(metrics);
+        config.explicit.insert("metrics_listen".into());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -22,6 +22,7 @@ pub const LOG_OVERHEAD: usize = 12;
 const MAGIC_OFFSET: usize = 16;
 const CRC_OFFSET: usize = 17;
 const ATTRIBUTES_OFFSET: usize = 21;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
 
 /// Attribute bits.
 pub const COMPRESSION_MASK: i16 = 0x07;
@@ -180,6 +181,20 @@ pub fn validate_produced(buf: &[u8]) -> Result<BatchHeader, BatchError> {
 }
 
 /// Sets the fields the broker owns; both lie outside the CRC, so it stays valid.
+/// Stamps a whole batch with the broker's clock (`message.timestamp.type=LogAppendTime`):
+/// the timestamp-type attribute is set and the max timestamp becomes `now_ms`, which
+/// readers take as every record's timestamp; the CRC is recomputed. As Kafka does for v2
+/// batches, the records themselves are not rewritten.
+pub fn set_log_append_time(buf: &mut [u8], now_ms: i64) {
+    let attributes = i16::from_be_bytes([buf[ATTRIBUTES_OFFSET], buf[ATTRIBUTES_OFFSET + 1]])
+        | TIMESTAMP_TYPE_LOG_APPEND;
+    buf[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    buf[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let size = BatchHeader::parse_header(buf).map_or(buf.len(), |h| h.size().min(buf.len()));
+    let crc = crc32c::crc32c(&buf[ATTRIBUTES_OFFSET..size]);
+    buf[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 pub fn assign_offset(buf: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
     buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
     buf[12..16].copy_from_slice(&partition_leader_epoch.to_be_bytes());

@@ -2,11 +2,12 @@
 //! and older tools send, which replaces a resource's whole set of overrides) and
 //! IncrementalAlterConfigs (key 44).
 //!
-//! Topics support the configs in [`TOPIC_CONFIG_NAMES`] (retention, segments, compaction,
-//! timestamps, sizes); alterations are validated, persisted and applied to the live logs
-//! at once. APPEND and SUBTRACT work on the list `cleanup.policy`, starting from the value
-//! in force (the broker default when the topic has no override), as on Kafka. Broker
-//! configs are static (the TOML file) and described read-only.
+//! Topics take every config Kafka 4.x knows ([`TOPIC_CONFIGS`]); alterations are
+//! validated, persisted and applied to the live logs at once. APPEND and SUBTRACT work on
+//! list configs, starting from the value in force (the broker default when the topic has
+//! no override), as on Kafka. The BROKER resource shows every broker setting under its
+//! Kafka name with its source; the dynamic ones change here, in the cluster-wide layer
+//! (resource name `""`) or this node's (its id); see [`crate::broker_settings`].
 
 use std::collections::BTreeMap;
 
@@ -23,33 +24,122 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::message;
+use crate::broker_settings::{
+    self, DynamicConfigs, Scope, SOURCE_DEFAULT, SOURCE_DYNAMIC_DEFAULT_BROKER, SOURCE_TOPIC,
+};
 use crate::partitions::{ApiError, Broker};
-use crate::topic_config::{TopicConfigs, TOPIC_CONFIG_NAMES};
+use crate::topic_config::catalogue::{self, ConfigType};
+use crate::topic_config::{TopicConfigs, TOPIC_CONFIGS};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-const SOURCE_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
 
-fn config_type(name: &str) -> i8 {
-    match name {
-        "cleanup.policy" | "log.cleanup.policy" => 7, // LIST
-        "min.cleanable.dirty.ratio" | "log.cleaner.min.cleanable.ratio" => 6, // DOUBLE
-        "max.message.bytes" | "segment.bytes" => 3,   // INT
-        "auto.create.topics.enable" | "log.cleaner.enable" => 1, // BOOLEAN
-        "log.flush.policy" | "cluster.id" => 2,       // STRING
-        _ => 5,                                       // LONG
+/// The layer a BROKER resource name means: `""` the cluster-wide default, the node id
+/// this node (`describing` allows the empty name's wording of Kafka's describe).
+fn broker_scope(broker: &Broker, name: &str, describing: bool) -> Result<Scope, ApiError> {
+    let node = broker.config.node_id;
+    if name.is_empty() {
+        Ok(Scope::ClusterDefault)
+    } else if name.trim().parse::<i32>() == Ok(node) {
+        Ok(Scope::Node)
+    } else {
+        let expected = if describing {
+            format!("{node} or empty string")
+        } else {
+            node.to_string()
+        };
+        Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("Unexpected broker id, expected {expected}, but received {name}"),
+        ))
     }
 }
 
-fn entry(name: &str, value: String, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
+/// The broker resource: for this node every setting with its source; for the cluster
+/// default only the dynamic defaults that are set (as Kafka).
+fn describe_broker(
+    broker: &Broker,
+    scope: Scope,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Vec<DescribeConfigsResourceResult> {
+    let dynamic = broker.dynamic_configs();
+    let live = broker.live();
+    match scope {
+        Scope::ClusterDefault => dynamic
+            .cluster_default
+            .iter()
+            .filter(|(name, _)| wanted(name))
+            .map(|(name, value)| {
+                let kind = broker_settings::find(name).map_or(ConfigType::String, |s| s.kind);
+                entry(
+                    name,
+                    Some(value.clone()),
+                    SOURCE_DYNAMIC_DEFAULT_BROKER,
+                    false,
+                    kind as i8,
+                )
+            })
+            .collect(),
+        Scope::Node => broker_settings::SETTINGS
+            .iter()
+            .filter(|s| wanted(s.name))
+            .map(|s| {
+                entry(
+                    s.name,
+                    s.value(&live),
+                    dynamic.source(s.name, &broker.config),
+                    !s.is_dynamic(),
+                    s.kind as i8,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Where a topic config's default comes from: the broker setting it follows, if that
+/// was set dynamically or in the config file.
+fn default_source(dynamic: &DynamicConfigs, topic_config: &str, broker: &Broker) -> i8 {
+    broker_settings::SETTINGS
+        .iter()
+        .find(|s| s.is_dynamic() && synonym(s.name) == Some(topic_config))
+        .map_or(SOURCE_DEFAULT, |s| dynamic.source(s.name, &broker.config))
+}
+
+/// The topic config a broker setting is the default of.
+fn synonym(broker_setting: &str) -> Option<&'static str> {
+    Some(match broker_setting {
+        "compression.type" => "compression.type",
+        "log.cleaner.delete.retention.ms" => "delete.retention.ms",
+        "log.cleaner.max.compaction.lag.ms" => "max.compaction.lag.ms",
+        "log.cleaner.min.cleanable.ratio" => "min.cleanable.dirty.ratio",
+        "log.cleaner.min.compaction.lag.ms" => "min.compaction.lag.ms",
+        "log.cleanup.policy" => "cleanup.policy",
+        "log.message.timestamp.after.max.ms" => "message.timestamp.after.max.ms",
+        "log.message.timestamp.before.max.ms" => "message.timestamp.before.max.ms",
+        "log.message.timestamp.type" => "message.timestamp.type",
+        "log.retention.bytes" => "retention.bytes",
+        "log.retention.ms" => "retention.ms",
+        "log.roll.ms" => "segment.ms",
+        "log.segment.bytes" => "segment.bytes",
+        "message.max.bytes" => "max.message.bytes",
+        "min.insync.replicas" => "min.insync.replicas",
+        _ => return None,
+    })
+}
+
+fn entry(
+    name: &str,
+    value: Option<String>,
+    source: i8,
+    read_only: bool,
+    kind: i8,
+) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_string(name.to_string()))
-        .with_value(Some(StrBytes::from_string(value)))
+        .with_value(value.map(StrBytes::from_string))
         .with_config_source(source)
         .with_read_only(read_only)
-        .with_config_type(config_type(name))
+        .with_config_type(kind)
 }
 
 pub fn describe(broker: &Broker, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
@@ -67,21 +157,23 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest) -> DescribeCon
         match resource.resource_type {
             RESOURCE_TOPIC => match broker.topic(&resource.resource_name) {
                 Some(topic) => {
+                    let dynamic = broker.dynamic_configs();
+                    let live = broker.live();
                     let resolved = TopicConfigs {
                         overrides: &topic.configs,
-                        broker: &broker.config,
+                        broker: &live,
                     };
-                    result.configs = TOPIC_CONFIG_NAMES
+                    result.configs = TOPIC_CONFIGS
                         .iter()
-                        .filter(|n| wanted(n))
-                        .filter_map(|name| {
-                            let (value, is_default) = resolved.value(name)?;
-                            let source = if is_default {
-                                SOURCE_DEFAULT
-                            } else {
+                        .filter(|d| wanted(d.name))
+                        .filter_map(|d| {
+                            let (value, is_default) = resolved.value(d.name)?;
+                            let source = if !is_default {
                                 SOURCE_TOPIC
+                            } else {
+                                default_source(&dynamic, d.name, broker)
                             };
-                            Some(entry(name, value, source, false))
+                            Some(entry(d.name, Some(value), source, false, d.kind as i8))
                         })
                         .collect();
                 }
@@ -93,39 +185,13 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest) -> DescribeCon
                     ));
                 }
             },
-            RESOURCE_BROKER => {
-                let c = &broker.config;
-                let flush = format!("{:?}", c.flush_policy).to_lowercase();
-                let all = [
-                    (
-                        "auto.create.topics.enable",
-                        c.auto_create_topics.to_string(),
-                    ),
-                    ("broker.id", c.node_id.to_string()),
-                    ("log.cleaner.enable", c.cleaner_enable.to_string()),
-                    (
-                        "log.cleaner.delete.retention.ms",
-                        c.delete_retention_ms.to_string(),
-                    ),
-                    (
-                        "log.cleaner.min.cleanable.ratio",
-                        c.min_cleanable_dirty_ratio.to_string(),
-                    ),
-                    ("log.cleanup.policy", c.cleanup_policy.clone()),
-                    ("log.flush.policy", flush),
-                    ("log.retention.bytes", c.retention_bytes.to_string()),
-                    ("log.retention.ms", c.retention_ms.to_string()),
-                    ("log.segment.bytes", c.segment_bytes.to_string()),
-                    ("message.max.bytes", c.message_max_bytes.to_string()),
-                    ("num.partitions", c.num_partitions.to_string()),
-                    ("socket.request.max.bytes", c.frame_bytes_max.to_string()),
-                ];
-                result.configs = all
-                    .into_iter()
-                    .filter(|(n, _)| wanted(n))
-                    .map(|(n, v)| entry(n, v, SOURCE_STATIC_BROKER, true))
-                    .collect();
-            }
+            RESOURCE_BROKER => match broker_scope(broker, &resource.resource_name, true) {
+                Ok(scope) => result.configs = describe_broker(broker, scope, &wanted),
+                Err(e) => {
+                    result.error_code = e.code.code();
+                    result.error_message = message(e.message);
+                }
+            },
             other => {
                 result.error_code = ErrorCode::InvalidRequest.code();
                 result.error_message = message(format!("unsupported resource type {other}"));
@@ -217,17 +283,34 @@ fn alter_resource(
                         configs.extend(crate::internal::pinned_configs());
                     }
                 }
+                let live = broker.live();
+                let kind = |n: &str| catalogue::find(n).map(|d| d.kind);
+                let current = |n: &str| crate::topic_config::default_value(&live, n);
                 for op in ops {
-                    apply(configs, op, &broker.config)?;
+                    apply(configs, op, &kind, &current, "topic")?;
                 }
                 Ok(())
             },
             validate_only,
         ),
-        RESOURCE_BROKER => Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "broker configs are static: edit the config file and restart",
-        )),
+        RESOURCE_BROKER => broker_scope(broker, name, false).and_then(|scope| {
+            broker.alter_dynamic_configs(
+                scope,
+                |configs| {
+                    if replace {
+                        configs.clear();
+                    }
+                    let live = broker.live();
+                    let kind = |n: &str| broker_settings::find(n).map(|s| s.kind);
+                    let current = |n: &str| broker_settings::find(n).and_then(|s| s.value(&live));
+                    for op in ops {
+                        apply(configs, op, &kind, &current, "broker")?;
+                    }
+                    Ok(())
+                },
+                validate_only,
+            )
+        }),
         other => Err(ApiError::new(
             ErrorCode::InvalidRequest,
             format!("unsupported resource type {other}"),
@@ -239,21 +322,22 @@ fn alter_resource(
     }
 }
 
+/// Applies one operation to a resource's overrides: SET, DELETE, and APPEND / SUBTRACT on
+/// a list, starting from the value in force (`current`) when there is no override.
 fn apply(
     configs: &mut BTreeMap<String, String>,
     op: &AlterableConfig,
-    defaults: &crate::config::BrokerConfig,
+    kind: &dyn Fn(&str) -> Option<ConfigType>,
+    current: &dyn Fn(&str) -> Option<String>,
+    what: &str,
 ) -> Result<(), ApiError> {
     let name = op.name.to_string();
     let value = op.value.as_ref().map(|v| v.to_string());
     let invalid = |m: String| Err(ApiError::new(ErrorCode::InvalidConfig, m));
-    if !TOPIC_CONFIG_NAMES.contains(&name.as_str()) {
-        return invalid(format!(
-            "unknown or unsupported topic config '{name}'; supported: {}",
-            TOPIC_CONFIG_NAMES.join(", ")
-        ));
-    }
-    let is_list = config_type(&name) == 7;
+    let Some(kind) = kind(&name) else {
+        return invalid(format!("Unknown {what} config name: {name}"));
+    };
+    let is_list = kind == ConfigType::List;
     match (op.config_operation, value) {
         (0, Some(v)) => {
             configs.insert(name, v);
@@ -265,7 +349,7 @@ fn apply(
             let current = configs
                 .get(&name)
                 .cloned()
-                .or_else(|| crate::topic_config::default_value(defaults, &name))
+                .or_else(|| current(&name))
                 .unwrap_or_default();
             let mut items: Vec<String> = crate::topic_config::list_items(&current)
                 .map(str::to_string)

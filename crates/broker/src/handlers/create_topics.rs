@@ -12,7 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::message;
 use crate::partitions::{ApiError, Broker};
-use crate::topic_config::{TopicConfigs, TOPIC_CONFIG_NAMES};
+use crate::topic_config::{TopicConfigs, TOPIC_CONFIGS};
 
 pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
@@ -27,18 +27,19 @@ pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> Cr
                 result.num_partitions = partitions;
                 result.replication_factor = 1;
                 if version >= 5 {
+                    let live = broker.live();
                     let resolved = TopicConfigs {
                         overrides: &configs,
-                        broker: &broker.config,
+                        broker: &live,
                     };
                     result.configs = Some(
-                        TOPIC_CONFIG_NAMES
+                        TOPIC_CONFIGS
                             .iter()
-                            .filter_map(|name| {
-                                let (value, is_default) = resolved.value(name)?;
+                            .filter_map(|d| {
+                                let (value, is_default) = resolved.value(d.name)?;
                                 Some(
                                     CreatableTopicConfigs::default()
-                                        .with_name(StrBytes::from_static_str(name))
+                                        .with_name(StrBytes::from_static_str(d.name))
                                         .with_value(Some(StrBytes::from_string(value)))
                                         .with_config_source(if is_default { 5 } else { 1 }),
                                 )

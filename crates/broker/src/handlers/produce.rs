@@ -1,10 +1,14 @@
-//! Produce (key 0): validate each batch (header, CRC, codec, size), append it as sent,
-//! and answer per `acks`:
+//! Produce (key 0): validate each batch (header, CRC, codec, size), append it as sent
+//! (recompressed when the topic's `compression.type` names another codec, stamped with
+//! the broker's clock under `message.timestamp.type=LogAppendTime`), and answer per `acks`:
 //! - `acks=0`: no response at all;
 //! - `acks=1`: after the append (the batch is in the page cache);
-//! - `acks=all` (-1): with `flush_policy = "always"`, after the group fsync that covers
-//!   the batch; otherwise as acks=1. A batch not durable within `timeout_ms` is answered
-//!   REQUEST_TIMED_OUT (it may still become durable: the producer will retry).
+//! - `acks=all` (-1): on a partition that fsyncs every append (`flush.messages=1`, the
+//!   default under `flush_policy = "always"`), after the group fsync that covers the
+//!   batch; otherwise as acks=1. A batch not durable within `timeout_ms` is answered
+//!   REQUEST_TIMED_OUT (it may still become durable: the producer will retry). A topic
+//!   whose `min.insync.replicas` exceeds the one replica a node has refuses acks=all
+//!   writes with NOT_ENOUGH_REPLICAS, as Kafka does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +22,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{message, Ctx, Reply};
-use crate::config::{FlushPolicy, WriteGuarantee};
+use crate::config::WriteGuarantee;
 use crate::partitions::{ApiError, Partition};
 use crate::topic_config::WriteRules;
 use crate::Node;
@@ -50,7 +54,7 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
                     format!("acks must be -1, 0 or 1, got {acks}"),
                 ))
             } else if let Some(name) = &name {
-                append(node, name, data, ctx.version, &mut txn_records)
+                append(node, name, data, ctx.version, acks, &mut txn_records)
             } else {
                 Err(ApiError::new(
                     ErrorCode::UnknownTopicId,
@@ -61,10 +65,13 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
                 .with_index(index)
                 .with_log_append_time_ms(-1);
             match result {
-                Ok((partition, info)) => {
-                    pr.base_offset = info.base_offset;
-                    pr.log_start_offset = info.log_start_offset;
-                    waits.push((ti, pi, partition, info.last_offset));
+                Ok(appended) => {
+                    pr.base_offset = appended.info.base_offset;
+                    pr.log_start_offset = appended.info.log_start_offset;
+                    pr.log_append_time_ms = appended.log_append_time_ms;
+                    if appended.wait_for_fsync {
+                        waits.push((ti, pi, appended.partition, appended.info.last_offset));
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(topic = name.as_deref().unwrap_or_default(), partition = index, error = %e.message, "produce refused");
@@ -81,14 +88,12 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
     if acks == 0 {
         return Box::pin(std::future::ready(Ok(None)));
     }
-    if txn_records.is_empty()
-        && (acks == 1 || broker.config.flush_policy != FlushPolicy::Always || waits.is_empty())
-    {
+    if acks == 1 {
+        waits.clear();
+    }
+    if txn_records.is_empty() && waits.is_empty() {
         let reply = ctx.encode(&response);
         return Box::pin(std::future::ready(reply));
-    }
-    if acks == 1 || broker.config.flush_policy != FlushPolicy::Always {
-        waits.clear();
     }
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     Box::pin(async move {
@@ -112,13 +117,24 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
 /// partition to the producer's transaction implicitly.
 pub const V2_MIN_VERSION: i16 = 12;
 
+/// A batch appended to a partition.
+struct Appended {
+    partition: Arc<Partition>,
+    info: exacta_log::AppendInfo,
+    /// The broker's timestamp under LogAppendTime, else -1.
+    log_append_time_ms: i64,
+    /// The partition fsyncs every append: acks=all waits for it.
+    wait_for_fsync: bool,
+}
+
 fn append(
     node: &Node,
     topic: &str,
     data: PartitionProduceData,
     version: i16,
+    acks: i16,
     txn_records: &mut Vec<crate::txns::Durable>,
-) -> Result<(Arc<Partition>, exacta_log::AppendInfo), ApiError> {
+) -> Result<Appended, ApiError> {
     let broker = &node.broker;
     if exacta_types::is_internal_topic(topic) {
         return Err(ApiError::new(
@@ -133,8 +149,26 @@ fn append(
         )
     })?;
     let records = data.records.unwrap_or_default();
-    let batch = validate(&records, &partition.write_rules(), topic, crate::now_ms())?;
-    let mut buf = BytesMut::from(&records[..]);
+    let rules = partition.write_rules();
+    let now = crate::now_ms();
+    let batch = validate(&records, &rules, topic, now)?;
+    if acks == -1 && rules.min_insync_replicas > IN_SYNC_REPLICAS {
+        return Err(ApiError::new(
+            ErrorCode::NotEnoughReplicas,
+            format!(
+                "The size of the current ISR ({IN_SYNC_REPLICAS}) is insufficient to satisfy \
+                 the min.isr requirement of {} for partition {topic}-{}",
+                rules.min_insync_replicas, data.index
+            ),
+        ));
+    }
+    let mut buf = stored_form(&records, &batch, &rules)?;
+    let log_append_time_ms = if rules.log_append_time {
+        exacta_wire::batch::set_log_append_time(&mut buf, now);
+        now
+    } else {
+        -1
+    };
     let info = if batch.is_transactional() {
         // Only into an open transaction that contains this partition, checked and
         // appended atomically with respect to the transaction's end.
@@ -159,7 +193,40 @@ fn append(
     } else {
         partition.append(&mut buf)?
     };
-    Ok((partition, info))
+    Ok(Appended {
+        partition,
+        info,
+        log_append_time_ms,
+        wait_for_fsync: rules.flush.per_append(),
+    })
+}
+
+/// Replicas in sync on a single node: the leader.
+const IN_SYNC_REPLICAS: i32 = 1;
+
+/// The batch as the log stores it: as sent, or recompressed into the topic's codec.
+fn stored_form(
+    records: &Bytes,
+    batch: &BatchHeader,
+    rules: &WriteRules,
+) -> Result<BytesMut, ApiError> {
+    let Some(codec) = rules.codec.filter(|&c| c != batch.compression()) else {
+        return Ok(BytesMut::from(&records[..]));
+    };
+    let parsed =
+        StoredBatch::parse(records).map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
+    let out = exacta_wire::rewrite::recompress(&parsed, codec);
+    if out.len() as i64 > rules.max_message_bytes {
+        return Err(ApiError::new(
+            ErrorCode::MessageTooLarge,
+            format!(
+                "batch of {} bytes after recompression exceeds max.message.bytes {}",
+                out.len(),
+                rules.max_message_bytes
+            ),
+        ));
+    }
+    Ok(BytesMut::from(&out[..]))
 }
 
 /// Checks a partition's records: one whole, valid batch, within the size limit, with
@@ -204,7 +271,10 @@ fn validate(
             ),
         ));
     }
-    check_timestamps(&header, rules, now_ms)?;
+    // LogAppendTime replaces the producer's timestamps, so they are not checked (Kafka).
+    if !rules.log_append_time {
+        check_timestamps(&header, rules, now_ms)?;
+    }
     if rules.keys_required {
         check_keys(records, topic)?;
     }
@@ -295,6 +365,13 @@ mod tests {
             timestamp_before_max_ms: 1_000,
             timestamp_after_max_ms: 1_000,
             keys_required: false,
+            codec: None,
+            log_append_time: false,
+            min_insync_replicas: 1,
+            flush: crate::topic_config::FlushRule {
+                messages: 1,
+                ms: i64::MAX,
+            },
         }
     }
 

@@ -1,32 +1,16 @@
-//! Topic-level configs, with Kafka's names, defaults and validation: each value on its own
-//! ([`validate_topic_config`]), the set as a whole ([`validate_topic_configs`]), and the
+//! Topic-level configs, with Kafka's names, defaults and validation: the catalogue of
+//! every config ([`catalogue`]), the set as a whole ([`validate_topic_configs`]), and the
 //! values in force over the broker's defaults ([`TopicConfigs`]).
+
+pub mod catalogue;
 
 use std::collections::BTreeMap;
 
 use exacta_log::LogConfig;
 
+pub use catalogue::{default_value, list_items, validate_topic_config, TOPIC_CONFIGS};
+
 use crate::config::{BrokerConfig, WriteGuarantee};
-
-/// Topic-level configs Exacta supports, with Kafka's names.
-pub const TOPIC_CONFIG_NAMES: &[&str] = &[
-    "cleanup.policy",
-    "delete.retention.ms",
-    "exacta.write.guarantee",
-    "max.compaction.lag.ms",
-    "max.message.bytes",
-    "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms",
-    "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
-];
-
-/// The policies `cleanup.policy` lists.
-pub const CLEANUP_POLICIES: [&str; 2] = ["compact", "delete"];
 
 /// A topic's config overrides resolved over the broker defaults.
 #[derive(Debug, Clone)]
@@ -71,7 +55,9 @@ impl TopicConfigs<'_> {
             min_compaction_lag_ms: self.number("min.compaction.lag.ms"),
             max_compaction_lag_ms: self.number("max.compaction.lag.ms"),
             delete_retention_ms: self.number("delete.retention.ms"),
-            ..LogConfig::default()
+            index_interval_bytes: self
+                .number("index.interval.bytes")
+                .clamp(0, i32::MAX as i64) as u32,
         }
     }
 
@@ -86,37 +72,19 @@ impl TopicConfigs<'_> {
             timestamp_before_max_ms: self.number("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: self.number("message.timestamp.after.max.ms"),
             keys_required: self.has_policy("compact"),
+            codec: self
+                .value("compression.type")
+                .and_then(|(v, _)| catalogue::codec(&v)),
+            log_append_time: self
+                .value("message.timestamp.type")
+                .is_some_and(|(v, _)| v.trim() == "LogAppendTime"),
+            min_insync_replicas: self.number("min.insync.replicas") as i32,
+            flush: FlushRule {
+                messages: self.number("flush.messages"),
+                ms: self.number("flush.ms"),
+            },
         }
     }
-}
-
-/// The broker's default for a topic config.
-pub fn default_value(b: &BrokerConfig, name: &str) -> Option<String> {
-    Some(match name {
-        "cleanup.policy" => b.cleanup_policy.clone(),
-        "delete.retention.ms" => b.delete_retention_ms.to_string(),
-        "exacta.write.guarantee" => b.default_write_guarantee.name().to_string(),
-        "max.compaction.lag.ms" => b.max_compaction_lag_ms.to_string(),
-        "max.message.bytes" => b.message_max_bytes.to_string(),
-        "message.timestamp.after.max.ms" => b.message_timestamp_after_max_ms.to_string(),
-        "message.timestamp.before.max.ms" => b.message_timestamp_before_max_ms.to_string(),
-        "min.cleanable.dirty.ratio" => b.min_cleanable_dirty_ratio.to_string(),
-        "min.compaction.lag.ms" => b.min_compaction_lag_ms.to_string(),
-        "retention.bytes" => b.retention_bytes.to_string(),
-        "retention.ms" => b.retention_ms.to_string(),
-        "segment.bytes" => b.segment_bytes.to_string(),
-        "segment.ms" => b.segment_ms.to_string(),
-        _ => return None,
-    })
-}
-
-/// The entries of a list value (`compact,delete`; spaces and brackets tolerated).
-pub fn list_items(value: &str) -> impl Iterator<Item = &str> {
-    value
-        .trim_matches(|c| c == '[' || c == ']')
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
 }
 
 /// A topic's rules for produced batches, resolved from its configs.
@@ -132,59 +100,30 @@ pub struct WriteRules {
     pub timestamp_after_max_ms: i64,
     /// Every record needs a key (the topic is compacted).
     pub keys_required: bool,
+    /// The codec batches are stored with (`compression.type`); `None` keeps the producer's.
+    pub codec: Option<i16>,
+    /// The broker stamps batches with its clock (`message.timestamp.type=LogAppendTime`).
+    pub log_append_time: bool,
+    /// In-sync replicas an `acks=all` write needs (`min.insync.replicas`); one node has one.
+    pub min_insync_replicas: i32,
+    /// When the partition is fsynced (`flush.messages`, `flush.ms`).
+    pub flush: FlushRule,
 }
 
-/// Checks one topic config value; the error says why, for the client.
-pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
-    let number = |min: i64, max: i64| -> Result<(), String> {
-        let v: i64 = value
-            .parse()
-            .map_err(|_| format!("{name} must be an integer, got '{value}'"))?;
-        if v < min || v > max {
-            return Err(format!("{name} must be in {min}..={max}, got {v}"));
-        }
-        Ok(())
-    };
-    match name {
-        "cleanup.policy" => {
-            let listed: Vec<&str> = list_items(value).collect();
-            match listed.iter().find(|p| !CLEANUP_POLICIES.contains(p)) {
-                Some(bad) => Err(format!(
-                    "cleanup.policy '{bad}' is not one of {}",
-                    CLEANUP_POLICIES.join(", ")
-                )),
-                None if listed.is_empty() => Err(format!(
-                    "cleanup.policy must list at least one of {}",
-                    CLEANUP_POLICIES.join(", ")
-                )),
-                None => Ok(()),
-            }
-        }
-        "exacta.write.guarantee" if WriteGuarantee::parse(value).is_some() => Ok(()),
-        "exacta.write.guarantee" => Err(format!(
-            "exacta.write.guarantee must be one of {}, got '{value}'",
-            WriteGuarantee::NAMES.join(", ")
-        )),
-        "min.cleanable.dirty.ratio" => match value.parse::<f64>() {
-            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
-            Ok(v) => Err(format!(
-                "min.cleanable.dirty.ratio must be in [0, 1], got {v}"
-            )),
-            Err(_) => Err(format!(
-                "min.cleanable.dirty.ratio must be a number, got '{value}'"
-            )),
-        },
-        "delete.retention.ms" | "min.compaction.lag.ms" => number(0, i64::MAX),
-        "max.compaction.lag.ms" => number(1, i64::MAX),
-        "max.message.bytes" => number(64, i32::MAX as i64),
-        "message.timestamp.after.max.ms" | "message.timestamp.before.max.ms" => number(0, i64::MAX),
-        "retention.bytes" | "retention.ms" => number(-1, i64::MAX),
-        "segment.bytes" => number(1024, i32::MAX as i64),
-        "segment.ms" => number(1, i64::MAX),
-        other => Err(format!(
-            "unknown or unsupported topic config '{other}'; supported: {}",
-            TOPIC_CONFIG_NAMES.join(", ")
-        )),
+/// When a partition's appends are fsynced: after `messages` unflushed records or once the
+/// oldest unflushed one is `ms` old. `messages = 1` is the broker's `always` policy: every
+/// append is fsynced (group commit) before it is acknowledged or visible. Otherwise records
+/// are visible and acknowledged at once, and fsynced in the background by these bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushRule {
+    pub messages: i64,
+    pub ms: i64,
+}
+
+impl FlushRule {
+    /// Every append waits for its fsync.
+    pub fn per_append(&self) -> bool {
+        self.messages <= 1
     }
 }
 
@@ -196,6 +135,16 @@ pub fn validate_topic_configs(
 ) -> Result<(), String> {
     for (k, v) in overrides {
         validate_topic_config(k, v)?;
+    }
+    // Exacta has no tiered storage: Kafka's answer for a broker without it.
+    if overrides
+        .get("remote.storage.enable")
+        .and_then(|v| catalogue::parse_bool(v))
+        == Some(true)
+    {
+        return Err("Tiered Storage functionality is disabled in the broker. \
+             Topic cannot be configured with remote log storage."
+            .into());
     }
     let resolved = TopicConfigs { overrides, broker }.log_config();
     if resolved.max_compaction_lag_ms < resolved.min_compaction_lag_ms {
@@ -238,7 +187,12 @@ mod tests {
             broker: &broker,
         };
         assert_eq!(configs.write_rules().write_guarantee, WriteGuarantee::None);
-        assert!(validate_topic_config("unclean.leader.election.enable", "true").is_err());
+        // Known to Kafka, stored with no effect on one node.
+        assert!(validate_topic_config("unclean.leader.election.enable", "true").is_ok());
+        assert!(validate_topic_config("unclean.leader.election.enable", "maybe").is_err());
+        overrides.insert("remote.storage.enable".into(), "true".into());
+        let e = validate_topic_configs(&overrides, &broker).unwrap_err();
+        assert!(e.contains("Tiered Storage"), "{e}");
     }
 
     #[test]

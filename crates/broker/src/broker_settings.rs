@@ -60,9 +60,15 @@ fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
         .map_err(|_| format!("Invalid value {value} for configuration {name}"))
 }
 
-/// Checks `value` as the topic config the broker setting is the default of.
-fn as_topic(topic_name: &str, value: &str) -> Result<(), String> {
-    crate::topic_config::validate_topic_config(topic_name, value)
+/// Checks `value` as the topic config the broker setting `name` is the default of; the
+/// error names the broker setting.
+fn as_topic(name: &str, topic_name: &str, value: &str) -> Result<(), String> {
+    crate::topic_config::validate_topic_config(topic_name, value).map_err(|e| {
+        e.replace(
+            &format!("configuration {topic_name}:"),
+            &format!("configuration {name}:"),
+        )
+    })
 }
 
 macro_rules! fixed {
@@ -107,7 +113,7 @@ macro_rules! topic_default {
             key: Some(stringify!($key)),
             get: |c| Some(c.$key.to_string()),
             set: Some(|c, v| {
-                as_topic($topic, v)?;
+                as_topic($name, $topic, v)?;
                 c.$key = parse($name, v)?;
                 Ok(())
             }),

@@ -476,6 +476,119 @@ fn exchange(
             }
             Ok(())
         }
+        ApiKey::ElectLeaders => {
+            use elect_leaders_request::TopicPartitions;
+            let elected: ElectLeadersResponse = c.try_call(
+                key,
+                v,
+                &ElectLeadersRequest::default()
+                    .with_election_type(if v >= 1 { 1 } else { 0 })
+                    .with_topic_partitions(Some(vec![TopicPartitions::default()
+                        .with_topic(topic())
+                        .with_partitions(vec![0, 9])])),
+            )?;
+            let codes: Vec<i16> = elected.replica_election_results[0]
+                .partition_result
+                .iter()
+                .map(|p| p.error_code)
+                .collect();
+            // The only replica already leads: ELECTION_NOT_NEEDED; no partition 9.
+            if codes != [84, 3] {
+                return Err(format!("elect answered {elected:?}"));
+            }
+            Ok(())
+        }
+        ApiKey::AlterPartitionReassignments => {
+            use alter_partition_reassignments_request::*;
+            let partition = |index: i32, replicas: Option<Vec<i32>>| {
+                ReassignablePartition::default()
+                    .with_partition_index(index)
+                    .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()))
+            };
+            let altered: AlterPartitionReassignmentsResponse = c.try_call(
+                key,
+                v,
+                &AlterPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(5_000)
+                    .with_topics(vec![ReassignableTopic::default()
+                        .with_name(topic())
+                        .with_partitions(vec![
+                            partition(0, Some(vec![0])),
+                            partition(1, Some(vec![0, 1])),
+                            partition(2, None),
+                        ])]),
+            )?;
+            let codes: Vec<i16> = altered.responses[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect();
+            if altered.error_code != 0 || codes != [0, 39, 85] {
+                return Err(format!("reassignment answered {altered:?}"));
+            }
+            Ok(())
+        }
+        ApiKey::ListPartitionReassignments => {
+            let listed: ListPartitionReassignmentsResponse = c.try_call(
+                key,
+                v,
+                &ListPartitionReassignmentsRequest::default().with_timeout_ms(5_000),
+            )?;
+            if listed.error_code != 0 || !listed.topics.is_empty() {
+                return Err(format!("list answered {listed:?}"));
+            }
+            Ok(())
+        }
+        ApiKey::DescribeAcls => {
+            let described: DescribeAclsResponse = c.try_call(
+                key,
+                v,
+                &DescribeAclsRequest::default()
+                    .with_resource_type_filter(1)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1),
+            )?;
+            if described.error_code != 54 {
+                return Err(format!("describe answered {described:?}"));
+            }
+            Ok(())
+        }
+        ApiKey::CreateAcls => {
+            use create_acls_request::AclCreation;
+            let created: CreateAclsResponse = c.try_call(
+                key,
+                v,
+                &CreateAclsRequest::default().with_creations(vec![AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("every"))
+                    .with_resource_pattern_type(3)
+                    .with_principal(s("User:alice"))
+                    .with_host(s("*"))
+                    .with_operation(3)
+                    .with_permission_type(3)]),
+            )?;
+            if created.results.len() != 1 || created.results[0].error_code != 54 {
+                return Err(format!("create answered {created:?}"));
+            }
+            Ok(())
+        }
+        ApiKey::DeleteAcls => {
+            use delete_acls_request::DeleteAclsFilter;
+            let deleted: DeleteAclsResponse = c.try_call(
+                key,
+                v,
+                &DeleteAclsRequest::default().with_filters(vec![DeleteAclsFilter::default()
+                    .with_resource_type_filter(1)
+                    .with_pattern_type_filter(1)
+                    .with_operation(1)
+                    .with_permission_type(1)]),
+            )?;
+            if deleted.filter_results.len() != 1 || deleted.filter_results[0].error_code != 54 {
+                return Err(format!("delete answered {deleted:?}"));
+            }
+            Ok(())
+        }
         other => Err(format!(
             "{other:?} is served but this test has no request for it: add one"
         )),

@@ -13,6 +13,17 @@ use kafka_protocol::messages::api_versions_response::{
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+/// The features the broker finalizes, at their newest level, as a Kafka 4.x cluster does:
+/// `group.version` 1 is the KIP-848 consumer group protocol, `transaction.version` 2 is
+/// KIP-890 (clients that know transaction protocol v2 use it when it is finalized).
+pub const FEATURES: &[(&str, i16)] = &[
+    ("group.version", 1),
+    (
+        "transaction.version",
+        exacta_wire::versions::TRANSACTION_VERSION,
+    ),
+];
+
 pub fn handle(_version: i16) -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
     response.api_keys = SUPPORTED
@@ -24,17 +35,25 @@ pub fn handle(_version: i16) -> ApiVersionsResponse {
                 .with_max_version(r.max)
         })
         .collect();
-    // KIP-890: clients that know transaction protocol v2 use it when it is finalized.
-    let name = StrBytes::from_static_str("transaction.version");
-    response.supported_features = vec![SupportedFeatureKey::default()
-        .with_name(name.clone())
-        .with_min_version(0)
-        .with_max_version(exacta_wire::versions::TRANSACTION_VERSION)];
+    response.supported_features = FEATURES
+        .iter()
+        .map(|&(name, level)| {
+            SupportedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_min_version(0)
+                .with_max_version(level)
+        })
+        .collect();
     response.finalized_features_epoch = 1;
-    response.finalized_features = vec![FinalizedFeatureKey::default()
-        .with_name(name)
-        .with_min_version_level(exacta_wire::versions::TRANSACTION_VERSION)
-        .with_max_version_level(exacta_wire::versions::TRANSACTION_VERSION)];
+    response.finalized_features = FEATURES
+        .iter()
+        .map(|&(name, level)| {
+            FinalizedFeatureKey::default()
+                .with_name(StrBytes::from_static_str(name))
+                .with_min_version_level(level)
+                .with_max_version_level(level)
+        })
+        .collect();
     response
 }
 

@@ -48,6 +48,7 @@ pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
+pub mod single_node;
 pub mod sync_group;
 pub mod txn_offset_commit;
 pub mod write_txn_markers;
@@ -140,6 +141,16 @@ pub fn dispatch(
         Request::DescribeTopicPartitions(r) => {
             ctx.ready(&describe_topic_partitions::handle(broker, r))
         }
+        Request::ElectLeaders(r) => ctx.ready(&single_node::elect_leaders(broker, r)),
+        Request::AlterPartitionReassignments(r) => {
+            ctx.ready(&single_node::alter_partition_reassignments(broker, r))
+        }
+        Request::ListPartitionReassignments(r) => {
+            ctx.ready(&single_node::list_partition_reassignments(r))
+        }
+        Request::DescribeAcls(r) => ctx.ready(&single_node::describe_acls(r)),
+        Request::CreateAcls(r) => ctx.ready(&single_node::create_acls(r)),
+        Request::DeleteAcls(r) => ctx.ready(&single_node::delete_acls(r)),
         Request::DescribeProducers(r) => ctx.ready(&describe_producers::handle(broker, r)),
         Request::ListTransactions(r) => ctx.ready(&list_transactions::handle(node, r)),
         Request::DescribeTransactions(r) => ctx.ready(&describe_transactions::handle(node, r)),

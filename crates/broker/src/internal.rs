@@ -79,7 +79,7 @@ pub fn pinned_configs() -> BTreeMap<String, String> {
 }
 
 /// Checks the overrides an alteration would leave on internal topic `name`: the pinned
-/// configs unchanged, segments not below the minimums.
+/// configs unchanged, no flush override, segments not below the minimums.
 /// Other configs (`max.message.bytes`, `exacta.write.guarantee`) are free: they concern
 /// client writes, which internal topics never take.
 pub fn check_configs(name: &str, configs: &BTreeMap<String, String>) -> Result<(), ApiError> {
@@ -93,6 +93,14 @@ pub fn check_configs(name: &str, configs: &BTreeMap<String, String>) -> Result<(
         if configs.get(*key).map(String::as_str) != Some(*pinned) {
             return refuse(format!(
                 "{key} must stay {pinned} (compacted, never deleted by age or size)"
+            ));
+        }
+    }
+    // Coordinator state is as durable as the broker's flush policy makes it, never less.
+    for key in ["flush.messages", "flush.ms"] {
+        if configs.contains_key(key) {
+            return refuse(format!(
+                "{key} cannot be overridden: coordinator state follows the broker's flush_policy"
             ));
         }
     }

@@ -88,6 +88,8 @@ fn internal_topics_keep_the_configs_their_coordinators_rely_on() {
             ("cleanup.policy", None, 1),
             ("segment.bytes", Some("1024"), 0),
             ("segment.ms", Some("1"), 0),
+            ("flush.messages", Some("1000"), 0),
+            ("flush.ms", Some("60000"), 0),
         ] {
             let (code, message) = try_alter_topic_config(&mut c, topic, key, value, op);
             assert!(

@@ -222,3 +222,43 @@ def test_exactly_once_copiers_with_member_epochs_through_kills(make_broker, tmp_
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     types = {g.type.name for g in admin.list_consumer_groups().result(10).valid}
     assert types == {"CONSUMER"}, f"the copiers' group used the new protocol: {types}"
+
+
+def test_a_killed_static_member_holds_its_partitions_until_its_session_expires(make_broker,
+                                                                               tmp_path):
+    """KIP-848 static membership through a SIGKILL: the dead member's partitions stay its own
+    (no rebalance for the others) while its session lives; a replacement under the same
+    group.instance.id meanwhile is refused with UNRELEASED_INSTANCE_ID (fatal for librdkafka,
+    as against Kafka); once the session has expired the partitions move, and a replacement
+    started then joins."""
+    broker = make_broker(CONFIG)
+    topic, group = "static848", "static-848"
+    create(broker, (topic, PARTITIONS))
+    other = Member(CLIENT, broker, topic, group, tmp_path / "other")
+    static = Member(CLIENT, broker, topic, group, tmp_path / "static", instance="s-1")
+    wait_for(lambda: all(m.current() is not None and len(m.current()) == PARTITIONS // 2
+                         for m in (other, static)), what="two members with half each")
+    produce(broker, topic, 0, 1200)
+    wait_for(lambda: len(consumed_values([other, static])) == 1200, what="first records")
+    before = len(other.assignments())
+    static.crash()
+    killed_at = time.time()
+    early = Member(CLIENT, broker, topic, group, tmp_path / "early", instance="s-1")
+    err = tmp_path / "early.err"
+    wait_for(lambda: "instance ID is still used" in err.read_text(), timeout=10,
+             what="UNRELEASED_INSTANCE_ID for the early replacement")
+    early.crash()
+    assert early.current() in (None, set()), "the instance id was taken over early"
+    assert len(other.assignments()) == before, "the dead static member's partitions moved early"
+    wait_for(lambda: other.current() == set(range(PARTITIONS)), what="session expiry")
+    assert time.time() - killed_at >= 3.5, "moved before the 4 s session expired"
+    late = Member(CLIENT, broker, topic, group, tmp_path / "late", instance="s-1")
+    wait_for(lambda: late.current() is not None and len(late.current()) == PARTITIONS // 2
+             and other.current() == set(range(PARTITIONS)) - late.current(),
+             what="the late replacement joins")
+    produce(broker, topic, 1200, 1200)
+    wait_for(lambda: len(consumed_values([other, static, late])) == 2400,
+             what="records after the takeover")
+    assert consumed_values([other, static, late]) == set(range(2400))
+    other.leave()
+    late.leave()

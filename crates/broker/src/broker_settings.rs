@@ -9,7 +9,8 @@
 //! come in Kafka's two layers, the cluster-wide default (resource name `""`) and this
 //! node's (resource name = node id), the node's winning; both are kept in
 //! `dynamic-configs.toml` in the data directory (written atomically before they apply)
-//! and laid over the static settings at start.
+//! and laid over the static settings at start; [`Broker::alter_dynamic_configs`] checks
+//! and applies a change, [`Broker::live`] is what the broker reads.
 //!
 //! The dynamic settings are the broker defaults of topic configs (retention, segments,
 //! compaction, sizes, timestamps, compression, `min.insync.replicas`): a change applies at
@@ -18,11 +19,16 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+
+use exacta_types::ErrorCode;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BrokerConfig, FlushPolicy};
+use crate::partitions::{ApiError, Broker};
 use crate::topic_config::catalogue::ConfigType;
+use crate::topic_config::{validate_topic_configs, TopicConfigs};
 
 /// The file holding the dynamic settings, in the data directory.
 pub const DYNAMIC_CONFIGS_FILE: &str = "dynamic-configs.toml";
@@ -464,6 +470,59 @@ impl DynamicConfigs {
         } else {
             SOURCE_DEFAULT
         }
+    }
+}
+
+impl Broker {
+    /// The settings in force: the static ones with the dynamic ones laid over them.
+    pub fn live(&self) -> Arc<BrokerConfig> {
+        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The dynamic settings (both layers).
+    pub fn dynamic_configs(&self) -> DynamicConfigs {
+        self.dynamic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Edits one layer of the dynamic settings: the result is checked as a whole (each
+    /// value, the settings together, every topic's overrides over the new defaults), then
+    /// persisted and applied to every topic at once.
+    pub fn alter_dynamic_configs(
+        &self,
+        scope: Scope,
+        edit: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), ApiError>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let _admin = self.admin_lock();
+        let mut dynamic = self.dynamic_configs();
+        edit(dynamic.layer_mut(scope))?;
+        let invalid = |m: String| ApiError::new(ErrorCode::InvalidConfig, m);
+        let live = Arc::new(dynamic.apply(&self.config).map_err(invalid)?);
+        let topics = self.topics();
+        for topic in &topics {
+            validate_topic_configs(&topic.configs, &live)
+                .map_err(|m| invalid(format!("topic {}: {m}", topic.name)))?;
+        }
+        if validate_only {
+            return Ok(());
+        }
+        dynamic.save(&self.data_dir)?;
+        *self.dynamic.lock().unwrap_or_else(|p| p.into_inner()) = dynamic.clone();
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&live);
+        for topic in &topics {
+            let resolved = TopicConfigs {
+                overrides: &topic.configs,
+                broker: &live,
+            };
+            for p in &topic.partitions {
+                p.set_topic_configs(&resolved);
+            }
+        }
+        tracing::info!(scope = ?scope, configs = ?dynamic.layer(scope), "altered dynamic broker configs");
+        Ok(())
     }
 }
 

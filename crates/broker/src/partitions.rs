@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use exacta_coordinator::producer_ids::ProducerIdManager;
 
-use crate::broker_settings::{DynamicConfigs, Scope};
+use crate::broker_settings::DynamicConfigs;
 use crate::config::BrokerConfig;
 use crate::flusher::Flusher;
 use crate::topic_config::{validate_topic_configs, TopicConfigs, WriteRules};
@@ -359,7 +359,7 @@ impl Partition {
         self.log().close()
     }
 
-    fn set_topic_configs(&self, configs: &TopicConfigs<'_>) {
+    pub(crate) fn set_topic_configs(&self, configs: &TopicConfigs<'_>) {
         self.log().set_config(configs.log_config());
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = configs.write_rules();
     }
@@ -404,8 +404,9 @@ pub struct Broker {
     /// The static settings (config file and flags); [`Broker::live`] has the dynamic
     /// ones laid over them.
     pub config: BrokerConfig,
-    live: RwLock<Arc<BrokerConfig>>,
-    dynamic: Mutex<DynamicConfigs>,
+    /// The settings in force and the dynamic layers (see `broker_settings`).
+    pub(crate) live: RwLock<Arc<BrokerConfig>>,
+    pub(crate) dynamic: Mutex<DynamicConfigs>,
     store: TopicStore,
     topics: RwLock<Topics>,
     /// Serializes topic metadata changes.
@@ -413,7 +414,7 @@ pub struct Broker {
     arrivals: Arc<watch::Sender<u64>>,
     flusher: Flusher,
     producer_ids: Mutex<ProducerIdManager>,
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     _lock: File,
 }
 
@@ -579,7 +580,7 @@ impl Broker {
         self.arrivals.subscribe()
     }
 
-    fn admin_lock(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn admin_lock(&self) -> MutexGuard<'_, ()> {
         self.admin.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -771,57 +772,6 @@ impl Broker {
             partitions: topic.partitions.clone(),
             configs: meta.configs,
         });
-        Ok(())
-    }
-
-    /// The settings in force: the static ones with the dynamic ones laid over them.
-    pub fn live(&self) -> Arc<BrokerConfig> {
-        Arc::clone(&self.live.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// The dynamic settings (both layers).
-    pub fn dynamic_configs(&self) -> DynamicConfigs {
-        self.dynamic
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Edits one layer of the dynamic settings: the result is checked as a whole (each
-    /// value, the settings together, every topic's overrides over the new defaults), then
-    /// persisted and applied to every topic at once.
-    pub fn alter_dynamic_configs(
-        &self,
-        scope: Scope,
-        edit: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), ApiError>,
-        validate_only: bool,
-    ) -> Result<(), ApiError> {
-        let _admin = self.admin_lock();
-        let mut dynamic = self.dynamic_configs();
-        edit(dynamic.layer_mut(scope))?;
-        let invalid = |m: String| ApiError::new(ErrorCode::InvalidConfig, m);
-        let live = Arc::new(dynamic.apply(&self.config).map_err(invalid)?);
-        let topics = self.topics();
-        for topic in &topics {
-            validate_topic_configs(&topic.configs, &live)
-                .map_err(|m| invalid(format!("topic {}: {m}", topic.name)))?;
-        }
-        if validate_only {
-            return Ok(());
-        }
-        dynamic.save(&self.data_dir)?;
-        *self.dynamic.lock().unwrap_or_else(|p| p.into_inner()) = dynamic.clone();
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&live);
-        for topic in &topics {
-            let resolved = TopicConfigs {
-                overrides: &topic.configs,
-                broker: &live,
-            };
-            for p in &topic.partitions {
-                p.set_topic_configs(&resolved);
-            }
-        }
-        tracing::info!(scope = ?scope, configs = ?dynamic.layer(scope), "altered dynamic broker configs");
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use kafka_protocol::records::Compression;
 const INVALID_RECORD: i16 = 87;
 const INVALID_TXN_STATE: i16 = 48;
 const INVALID_TIMESTAMP: i16 = 32;
+const MESSAGE_TOO_LARGE: i16 = 10;
 const TS: i64 = 1_700_000_000_000;
 
 fn now_ms() -> i64 {
@@ -116,4 +117,41 @@ fn timestamps_outside_the_topic_window_are_invalid() {
     assert_eq!(produce(&mut c, 7, "times", 0, tomorrowish).error_code, 0);
     assert_eq!(latest_offset(&mut c, "times", 0, 0), 2);
     assert_healthy(&broker, "times");
+}
+
+#[test]
+fn a_compression_bomb_is_refused_where_the_broker_decompresses() {
+    let broker = start();
+    let mut c = Conn::new(&broker);
+    create_topic_with(
+        &mut c,
+        "bomb-compacted",
+        1,
+        &[("cleanup.policy", "compact")],
+    );
+    create_topic_with(
+        &mut c,
+        "bomb-recompressed",
+        1,
+        &[("compression.type", "zstd")],
+    );
+    // 100 MiB of zeros: about 100 KiB gzipped, well within max.message.bytes.
+    let bomb = build_batch(&[vec![0u8; 100 << 20]], now_ms(), Compression::Gzip);
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    for topic in ["bomb-compacted", "bomb-recompressed"] {
+        let answer = produce(&mut c, 9, topic, 0, bomb.clone());
+        assert_eq!(answer.error_code, MESSAGE_TOO_LARGE, "{topic}");
+        let message = answer
+            .error_message
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("decompress"), "{topic}: {message}");
+    }
+    // An ordinary compressed batch still goes in, recompressed.
+    let fine = build_batch(&[b"fine".to_vec()], now_ms(), Compression::Gzip);
+    assert_eq!(
+        produce(&mut c, 9, "bomb-recompressed", 0, fine).error_code,
+        0
+    );
+    assert_healthy(&broker, "bomb-recompressed");
 }

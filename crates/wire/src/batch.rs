@@ -49,6 +49,8 @@ pub enum BatchError {
     ControlBatchFromClient,
     #[error("malformed records: {0}")]
     Records(String),
+    #[error("the batch's records decompress to more than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
 }
 
 impl BatchError {
@@ -60,6 +62,7 @@ impl BatchError {
             BatchError::UnsupportedMagic(_)
             | BatchError::InconsistentCount { .. }
             | BatchError::ControlBatchFromClient => ErrorCode::InvalidRecord,
+            BatchError::DecompressedTooLarge { .. } => ErrorCode::MessageTooLarge,
             _ => ErrorCode::CorruptMessage,
         }
     }

@@ -4,10 +4,12 @@
 //! message definitions). This crate adds what the broker needs around them: the table of
 //! API versions Exacta serves ([`versions`]), request framing rules ([`frame`]) and a
 //! zero-copy view of a v2 `RecordBatch` that validates what a producer sent ([`batch`]), and the records inside a stored batch
-//! with a rebuilt batch holding some of them, for the log cleaner ([`rewrite`]).
+//! with a rebuilt batch holding some of them, for the log cleaner ([`rewrite`]), decompressed
+//! within a bound ([`inflate`]).
 
 pub mod batch;
 pub mod frame;
+pub mod inflate;
 pub mod rewrite;
 pub mod versions;
 

@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 
 use crate::batch::{BatchError, BatchHeader, BATCH_HEADER_LEN, COMPRESSION_MASK};
 
@@ -187,17 +187,11 @@ fn corrupt(why: impl std::fmt::Display) -> BatchError {
 }
 
 fn decompress(codec: i16, body: Bytes) -> Result<Bytes, BatchError> {
-    let mut body = body;
-    let all = |b: &mut Bytes| Ok(b.clone());
-    match codec {
-        0 => Ok(body),
-        1 => Gzip::decompress(&mut body, all),
-        2 => Snappy::decompress(&mut body, all),
-        3 => Lz4::decompress(&mut body, all),
-        4 => Zstd::decompress(&mut body, all),
-        other => return Err(BatchError::UnknownCompression(other)),
+    if codec == 0 {
+        return Ok(body);
     }
-    .map_err(corrupt)
+    let limit = crate::inflate::limit_for(body.len());
+    crate::inflate::decompress(codec, &body, limit).map(Bytes::from)
 }
 
 fn compress(codec: i16, raw: Bytes) -> Vec<u8> {

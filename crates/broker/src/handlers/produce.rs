@@ -271,10 +271,7 @@ fn validate(
             ),
         ));
     }
-    // LogAppendTime replaces the producer's timestamps, so they are not checked (Kafka).
-    if !rules.log_append_time {
-        check_timestamps(&header, rules, now_ms)?;
-    }
+    check_timestamps(&header, rules, now_ms)?;
     if rules.keys_required {
         check_keys(records, topic)?;
     }
@@ -331,6 +328,9 @@ fn check_timestamps(header: &BatchHeader, rules: &WriteRules, now_ms: i64) -> Re
         }
         let refused = if timestamp < 0 {
             Some("is negative".to_string())
+        } else if rules.log_append_time {
+            // The broker's clock replaces the create time: no window to check (Kafka).
+            None
         } else if now_ms.saturating_sub(timestamp) > rules.timestamp_before_max_ms {
             Some(format!(
                 "is more than message.timestamp.before.max.ms={} in the past",
@@ -410,5 +410,12 @@ mod tests {
         };
         assert!(check_timestamps(&header(0, 0), &defaults, now).is_ok());
         assert!(check_timestamps(&header(now, now + 3_600_001), &defaults, now).is_err());
+        // LogAppendTime: the broker's clock counts, but a negative time is still refused.
+        let append = WriteRules {
+            log_append_time: true,
+            ..rules()
+        };
+        assert!(check_timestamps(&header(1, now + 10_000_000), &append, now).is_ok());
+        assert!(check_timestamps(&header(i64::MIN, now), &append, now).is_err());
     }
 }

@@ -44,6 +44,8 @@ pub struct Setting {
     pub kind: ConfigType,
     /// The TOML key it is read from; `None` for a fact or a derived value.
     pub key: Option<&'static str>,
+    /// The topic config it is the broker default of (its synonym), if any.
+    pub topic: Option<&'static str>,
     get: Get,
     /// How a dynamic value is applied; `None` for a static setting.
     set: Option<Set>,
@@ -83,6 +85,7 @@ macro_rules! fixed {
             name: $name,
             kind: ConfigType::$kind,
             key: None,
+            topic: None,
             get: |_| Some($value.to_string()),
             set: None,
         }
@@ -95,6 +98,7 @@ macro_rules! stat {
             name: $name,
             kind: ConfigType::$kind,
             key: Some(stringify!($key)),
+            topic: None,
             get: |c| Some(c.$key.to_string()),
             set: None,
         }
@@ -104,6 +108,7 @@ macro_rules! stat {
             name: $name,
             kind: ConfigType::$kind,
             key: Some(stringify!($key)),
+            topic: None,
             get: $get,
             set: None,
         }
@@ -117,6 +122,7 @@ macro_rules! topic_default {
             name: $name,
             kind: ConfigType::$kind,
             key: Some(stringify!($key)),
+            topic: Some($topic),
             get: |c| Some(c.$key.to_string()),
             set: Some(|c, v| {
                 as_topic($name, $topic, v)?;
@@ -302,6 +308,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "max.connections",
         kind: ConfigType::Int,
         key: Some("connections_max"),
+        topic: None,
         get: |c| Some(c.connections_max.to_string()),
         set: Some(|c, v| {
             let n: usize = parse("max.connections", v)?;
@@ -346,6 +353,7 @@ pub const SETTINGS: &[Setting] = &[
         name: "producer.id.expiration.ms",
         kind: ConfigType::Int,
         key: Some("producer_id_expiration_ms"),
+        topic: None,
         get: |c| Some(c.producer_id_expiration_ms.to_string()),
         set: Some(|c, v| {
             let ms: i64 = parse("producer.id.expiration.ms", v)?;

@@ -96,35 +96,13 @@ fn describe_broker(
     }
 }
 
-/// Where a topic config's default comes from: the broker setting it follows, if that
-/// was set dynamically or in the config file.
+/// Where a topic config's default comes from: the broker setting it follows (its
+/// synonym), if that was set dynamically or in the config file.
 fn default_source(dynamic: &DynamicConfigs, topic_config: &str, broker: &Broker) -> i8 {
     broker_settings::SETTINGS
         .iter()
-        .find(|s| s.is_dynamic() && synonym(s.name) == Some(topic_config))
+        .find(|s| s.topic == Some(topic_config))
         .map_or(SOURCE_DEFAULT, |s| dynamic.source(s.name, &broker.config))
-}
-
-/// The topic config a broker setting is the default of.
-fn synonym(broker_setting: &str) -> Option<&'static str> {
-    Some(match broker_setting {
-        "compression.type" => "compression.type",
-        "log.cleaner.delete.retention.ms" => "delete.retention.ms",
-        "log.cleaner.max.compaction.lag.ms" => "max.compaction.lag.ms",
-        "log.cleaner.min.cleanable.ratio" => "min.cleanable.dirty.ratio",
-        "log.cleaner.min.compaction.lag.ms" => "min.compaction.lag.ms",
-        "log.cleanup.policy" => "cleanup.policy",
-        "log.message.timestamp.after.max.ms" => "message.timestamp.after.max.ms",
-        "log.message.timestamp.before.max.ms" => "message.timestamp.before.max.ms",
-        "log.message.timestamp.type" => "message.timestamp.type",
-        "log.retention.bytes" => "retention.bytes",
-        "log.retention.ms" => "retention.ms",
-        "log.roll.ms" => "segment.ms",
-        "log.segment.bytes" => "segment.bytes",
-        "message.max.bytes" => "max.message.bytes",
-        "min.insync.replicas" => "min.insync.replicas",
-        _ => return None,
-    })
 }
 
 fn entry(

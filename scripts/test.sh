@@ -2,9 +2,11 @@
 # Runs every test: formatting and lints, the Rust unit and integration tests (the
 # hostile-client suites among them), every fuzz target for a bounded time, and the
 # interoperability suite that starts the real `exacta` binary and drives it with real
-# Kafka clients (librdkafka through confluent-kafka, kafka-python, aiokafka and kafkajs).
-# Installs what it needs: a Python venv in .venv with the pinned client libraries, and the
-# pinned kafkajs under tests/interop/kafkajs (Node.js and npm from Debian if missing).
+# Kafka clients (librdkafka through confluent-kafka, kafka-python, aiokafka, kafkajs and the
+# Java client). Installs what it needs: a Python venv in .venv with the pinned client
+# libraries, the pinned kafkajs under tests/interop/kafkajs (Node.js and npm from Debian if
+# missing), and the Java scenarios under tests/interop/java built with Maven for each
+# pinned kafka-clients version (a JDK and Maven from Debian if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,17 @@ if ! command -v npm >/dev/null; then
     apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
 npm ci --prefix tests/interop/kafkajs --no-audit --no-fund --loglevel=error
+if ! command -v mvn >/dev/null || ! command -v java >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq default-jdk-headless maven
+fi
+export JAVA_CLIENT_VERSIONS="${JAVA_CLIENT_VERSIONS:-4.4.0 3.9.1}"
+for version in $JAVA_CLIENT_VERSIONS; do
+    if ! mvn -q -B -f tests/interop/java/pom.xml -Dkafka.version="$version" \
+            -Dbuild.dir="target/kafka-$version" package dependency:build-classpath; then
+        echo "test.sh: FAILED: the Java scenarios for kafka-clients $version did not build" >&2
+        exit 1
+    fi
+done
 
 cargo fmt --all --check
 cargo clippy --release --locked --all-targets -- -D warnings

@@ -40,6 +40,12 @@ final class StreamsApp {
         p.put(StreamsConfig.STATE_DIR_CONFIG, stateDir);
         p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, 1);
         p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 100);
+        // A killed instance's partitions move once its session expires (tests shorten it).
+        String session = System.getProperty("exacta.session.timeout.ms");
+        if (session != null) {
+            p.put(StreamsConfig.consumerPrefix("session.timeout.ms"), session);
+            p.put(StreamsConfig.consumerPrefix("heartbeat.interval.ms"), "1000");
+        }
         KafkaStreams streams = new KafkaStreams(builder.build(), p);
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {

@@ -3,7 +3,9 @@
 # group commit) and Apache Kafka 4.x on this machine, alternating, ROUNDS times: Kafka with
 # its default flushing (the page cache; fsync left to the OS) and with
 # `log.flush.interval.messages=1` (an fsync per append, the durability Exacta gives).
-# Usage: scripts/bench_peer.sh [ROUNDS]
+# Then Kafka's own ProducerPerformance (the Java client) against each: idempotent, and
+# transactional with 100 ms transactions.
+# Usage: scripts/bench_peer.sh [ROUNDS]      (PEER_CASES=tools: only ProducerPerformance)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds="${1:-2}"
@@ -24,7 +26,22 @@ cases=(
     "--records 500000 --record-size 1024 --acks all --idempotent --produce-only"
     "--records 500000 --record-size 1024 --acks all --transactional --records-per-txn 1000 --produce-only"
 )
+[ "${PEER_CASES:-all}" = tools ] && cases=()
+perf_classpath=$(cat scripts/kafka-peer/target/kafka-"${KAFKA_VERSION:-4.4.0}"/classpath.txt)
+tools=(
+    "--record-size 1024 --num-records 500000 --throughput -1"
+    "--record-size 1024 --num-records 500000 --throughput -1 --transactional-id perf-txn --transaction-duration-ms 100"
+)
 for round in $(seq "$rounds"); do
+    for t in "${tools[@]}"; do
+        for target in "exacta:$exacta_port" "kafka-default:$kafka_default_port" "kafka-flush-1:$kafka_flush_port"; do
+            echo "## round $round ${target%%:*}: ProducerPerformance $t"
+            # shellcheck disable=SC2086
+            java -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -cp "$perf_classpath" \
+                org.apache.kafka.tools.ProducerPerformance --topic "perf-$round-${target%%:*}" $t \
+                --command-property bootstrap.servers="127.0.0.1:${target##*:}" acks=all 2>&1 | tail -1
+        done
+    done
     for c in "${cases[@]}"; do
         for target in "exacta:$exacta_port" "kafka-default:$kafka_default_port" "kafka-flush-1:$kafka_flush_port"; do
             echo "## round $round ${target%%:*}: exacta-bench $c"

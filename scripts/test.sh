@@ -5,8 +5,8 @@
 # Kafka clients (librdkafka through confluent-kafka, kafka-python, aiokafka, kafkajs and the
 # Java client). Installs what it needs: a Python venv in .venv with the pinned client
 # libraries, the pinned kafkajs under tests/interop/kafkajs (Node.js and npm from Debian if
-# missing), and the Java scenarios under tests/interop/java built with Maven for each
-# pinned kafka-clients version (a JDK and Maven from Debian if missing).
+# missing), the Java scenarios under tests/interop/java built with Maven for each pinned
+# kafka-clients version, and Kafka's own tools (a JDK and Maven from Debian if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,11 @@ for version in $JAVA_CLIENT_VERSIONS; do
         exit 1
     fi
 done
+# Kafka's own tools (and the broker the benchmarks compare with): kafka_2.13 and kafka-tools.
+if ! mvn -q -B -f scripts/kafka-peer/pom.xml dependency:build-classpath; then
+    echo "test.sh: FAILED: Kafka's tools (org.apache.kafka:kafka-tools) could not be resolved" >&2
+    exit 1
+fi
 
 cargo fmt --all --check
 cargo clippy --release --locked --all-targets -- -D warnings

@@ -126,12 +126,12 @@ pub fn describe(broker: &Broker, request: DescribeConfigsRequest) -> DescribeCon
         let mut result = DescribeConfigsResult::default()
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
-        let wanted = |name: &str| {
-            resource
-                .configuration_keys
-                .as_ref()
-                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
-        };
+        // A set, so a request naming many keys costs one lookup per config, not a scan.
+        let keys: Option<std::collections::HashSet<&str>> = resource
+            .configuration_keys
+            .as_ref()
+            .map(|keys| keys.iter().map(|k| k.as_str()).collect());
+        let wanted = |name: &str| keys.as_ref().is_none_or(|keys| keys.contains(name));
         match resource.resource_type {
             RESOURCE_TOPIC => match broker.topic(&resource.resource_name) {
                 Some(topic) => {

@@ -151,7 +151,7 @@ fn append(
     let records = data.records.unwrap_or_default();
     let rules = partition.write_rules();
     let now = crate::now_ms();
-    let batch = validate(&records, &rules, topic, now)?;
+    let (batch, decoded) = validate(&records, &rules, topic, now)?;
     if acks == -1 && rules.min_insync_replicas > IN_SYNC_REPLICAS {
         return Err(ApiError::new(
             ErrorCode::NotEnoughReplicas,
@@ -162,7 +162,7 @@ fn append(
             ),
         ));
     }
-    let mut buf = stored_form(&records, &batch, &rules)?;
+    let mut buf = stored_form(&records, decoded.as_ref(), &batch, &rules)?;
     let log_append_time_ms = if rules.log_append_time {
         exacta_wire::batch::set_log_append_time(&mut buf, now);
         now
@@ -204,18 +204,23 @@ fn append(
 /// Replicas in sync on a single node: the leader.
 const IN_SYNC_REPLICAS: i32 = 1;
 
-/// The batch as the log stores it: as sent, or recompressed into the topic's codec.
+/// The codec the topic recompresses this batch into, if it uses another.
+fn recompression(rules: &WriteRules, batch: &BatchHeader) -> Option<i16> {
+    rules.codec.filter(|&c| c != batch.compression())
+}
+
+/// The batch as the log stores it: as sent, or recompressed into the topic's codec
+/// (`decoded` holds its records then, see [`validate`]).
 fn stored_form(
     records: &Bytes,
+    decoded: Option<&StoredBatch>,
     batch: &BatchHeader,
     rules: &WriteRules,
 ) -> Result<BytesMut, ApiError> {
-    let Some(codec) = rules.codec.filter(|&c| c != batch.compression()) else {
+    let (Some(codec), Some(decoded)) = (recompression(rules, batch), decoded) else {
         return Ok(BytesMut::from(&records[..]));
     };
-    let parsed =
-        StoredBatch::parse(records).map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
-    let out = exacta_wire::rewrite::recompress(&parsed, codec);
+    let out = exacta_wire::rewrite::recompress(decoded, codec);
     if out.len() as i64 > rules.max_message_bytes {
         return Err(ApiError::new(
             ErrorCode::MessageTooLarge,
@@ -231,13 +236,14 @@ fn stored_form(
 
 /// Checks a partition's records: one whole, valid batch, within the size limit, with
 /// timestamps in the topic's window, from a producer the topic's `exacta.write.guarantee`
-/// admits. Returns its header.
+/// admits. Returns its header, and its records decoded (once, within the decompression
+/// bound) when the topic needs them: for the key check or for recompression.
 fn validate(
     records: &Bytes,
     rules: &WriteRules,
     topic: &str,
     now_ms: i64,
-) -> Result<BatchHeader, ApiError> {
+) -> Result<(BatchHeader, Option<StoredBatch>), ApiError> {
     let max_message_bytes = rules.max_message_bytes;
     let guarantee = rules.write_guarantee;
     if records.is_empty() {
@@ -272,8 +278,16 @@ fn validate(
         ));
     }
     check_timestamps(&header, rules, now_ms)?;
-    if rules.keys_required {
-        check_keys(records, topic)?;
+    let decoded = if rules.keys_required || recompression(rules, &header).is_some() {
+        Some(
+            StoredBatch::parse(records)
+                .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    if let (true, Some(batch)) = (rules.keys_required, &decoded) {
+        check_keys(batch, topic)?;
     }
     let refused = match guarantee {
         WriteGuarantee::None => None,
@@ -294,14 +308,12 @@ fn validate(
             ),
         ));
     }
-    Ok(header)
+    Ok((header, decoded))
 }
 
 /// A compacted topic keeps the last record per key, so every record needs one (Kafka's
 /// "Compacted topic cannot accept message without key").
-fn check_keys(records: &Bytes, topic: &str) -> Result<(), ApiError> {
-    let batch =
-        StoredBatch::parse(records).map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
+fn check_keys(batch: &StoredBatch, topic: &str) -> Result<(), ApiError> {
     match (0..batch.entries.len()).find(|&i| batch.key(i).is_none()) {
         None => Ok(()),
         Some(index) => Err(ApiError::new(

@@ -29,7 +29,7 @@ public final class Main {
             case "transactions" -> Transactions.run(bootstrap);
             case "copier" -> Copier.run(bootstrap, args[2]);
             case "admin" -> AdminCalls.run(bootstrap);
-            case "streams-app" -> StreamsApp.run(bootstrap, args[2], args[3], args[4], args[5]);
+            case "streams-app" -> StreamsApp.run(bootstrap, args[2], args[3], args[4]);
             default -> throw new IllegalArgumentException("unknown scenario " + scenario);
         }
         System.out.println("OK " + scenario);

@@ -69,12 +69,17 @@ SIZED = {
                                   ["-k", "aiokafka_idempotent or kafkajs_idempotent"]),
     "kill9": ({"EXACTA_KILL_ROUNDS": "1000"}, ["-k", "kill9_loop"]),
     "power-loss": ({"EXACTA_POWER_LOSS_ROUNDS": "1000"}, ["-k", "power_loss_loses"]),
+    "streams": ({"EXACTA_STREAMS_RECORDS": "200000", "EXACTA_STREAMS_APP_KILLS": "20",
+                 "EXACTA_STREAMS_BROKER_KILLS": "10"}, []),
+    "flink": ({"EXACTA_FLINK_RECORDS": "200000", "EXACTA_FLINK_KILLS": "20"}, ["-k", "kills"]),
 }
+SIZED_FILES = {"idempotence": "test_idempotence.py", "streams": "test_streams.py",
+               "flink": "test_flink.py"}
 
 
 def sized(name):
     env, selection = SIZED[name]
-    test = "test_idempotence.py" if name.startswith("idempotence") else "test_durability.py"
+    test = SIZED_FILES.get(name.split("-")[0], "test_durability.py")
     cmd = [sys.executable, "-m", "pytest", "-q", "-s", "--timeout", "7200", "-p",
            "no:cacheprovider", str(ROOT / "tests" / "interop" / test), *selection]
     print("$", " ".join(f"{k}={v}" for k, v in env.items()), "pytest", test, *selection, flush=True)
@@ -200,7 +205,7 @@ def main():
                              "injected", "kafka-python", "aiokafka", "aiokafka-injected", "kafkajs",
                              "kafkajs-injected", "idempotence", "idempotence-kafka-python",
                              "idempotence-other-clients",
-                             "kill9", "power-loss", "corrupt-tails"]
+                             "kill9", "power-loss", "corrupt-tails", "streams", "flink"]
     failed = []
     for name in names:
         print(f"## {name}", flush=True)

@@ -6,7 +6,8 @@
 # Java client). Installs what it needs: a Python venv in .venv with the pinned client
 # libraries, the pinned kafkajs under tests/interop/kafkajs (Node.js and npm from Debian if
 # missing), the Java scenarios under tests/interop/java built with Maven for each pinned
-# kafka-clients version, and Kafka's own tools (a JDK and Maven from Debian if missing).
+# kafka-clients version, the Flink job, and Kafka's own tools (scripts/jvm_setup.sh; a JDK
+# and Maven from Debian if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,22 +22,8 @@ if ! command -v npm >/dev/null; then
     apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
 npm ci --prefix tests/interop/kafkajs --no-audit --no-fund --loglevel=error
-if ! command -v mvn >/dev/null || ! command -v java >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq default-jdk-headless maven
-fi
 export JAVA_CLIENT_VERSIONS="${JAVA_CLIENT_VERSIONS:-4.4.0 3.9.1}"
-for version in $JAVA_CLIENT_VERSIONS; do
-    if ! mvn -q -B -f tests/interop/java/pom.xml -Dkafka.version="$version" \
-            -Dbuild.dir="target/kafka-$version" package dependency:build-classpath; then
-        echo "test.sh: FAILED: the Java scenarios for kafka-clients $version did not build" >&2
-        exit 1
-    fi
-done
-# Kafka's own tools (and the broker the benchmarks compare with): kafka_2.13 and kafka-tools.
-if ! mvn -q -B -f scripts/kafka-peer/pom.xml dependency:build-classpath; then
-    echo "test.sh: FAILED: Kafka's tools (org.apache.kafka:kafka-tools) could not be resolved" >&2
-    exit 1
-fi
+scripts/jvm_setup.sh
 
 cargo fmt --all --check
 cargo clippy --release --locked --all-targets -- -D warnings

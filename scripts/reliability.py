@@ -72,9 +72,11 @@ SIZED = {
     "streams": ({"EXACTA_STREAMS_RECORDS": "200000", "EXACTA_STREAMS_APP_KILLS": "20",
                  "EXACTA_STREAMS_BROKER_KILLS": "10"}, []),
     "flink": ({"EXACTA_FLINK_RECORDS": "200000", "EXACTA_FLINK_KILLS": "20"}, ["-k", "kills"]),
+    "kafka-tools": ({"EXACTA_TOOLS_RECORDS": "100000", "EXACTA_TOOLS_BOUNCES": "3"},
+                    ["-k", "bounces"]),
 }
 SIZED_FILES = {"idempotence": "test_idempotence.py", "streams": "test_streams.py",
-               "flink": "test_flink.py"}
+               "flink": "test_flink.py", "kafka": "test_kafka_tools.py"}
 
 
 def sized(name):
@@ -205,7 +207,7 @@ def main():
                              "injected", "kafka-python", "aiokafka", "aiokafka-injected", "kafkajs",
                              "kafkajs-injected", "idempotence", "idempotence-kafka-python",
                              "idempotence-other-clients",
-                             "kill9", "power-loss", "corrupt-tails", "streams", "flink"]
+                             "kill9", "power-loss", "corrupt-tails", "streams", "flink", "kafka-tools"]
     failed = []
     for name in names:
         print(f"## {name}", flush=True)

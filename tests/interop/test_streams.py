@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections import defaultdict
 
@@ -80,23 +81,51 @@ def reference():
     return dict(steps), joined
 
 
-def feed(broker, prefix, base_ms, start, end):
-    """Records START..END, idempotent and retried through broker kills: every input record
-    exactly once. Orders and their payments carry the same timestamp, so each order joins
-    its payment."""
-    while True:
+def feed(broker, prefix, base_ms, start, end, seconds=0.0):
+    """Records START..END, spread over about SECONDS so that a kill lands while the
+    application processes them; idempotent, one producer retrying through broker kills:
+    every input record exactly once. Orders and their payments carry the same timestamp,
+    so each order joins its payment."""
+    failed = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True,
+                  "message.timeout.ms": 120000, "linger.ms": 5})
+
+    def report(err, _msg):
+        if err is not None:
+            failed.append(err)
+
+    pause = seconds * 50 / max(1, end - start)
+    for i in range(start, end):
+        p.produce(f"{prefix}-in", key=f"k{i % KEYS}", value=str(i), on_delivery=report)
+        p.produce(f"{prefix}-orders", key=f"o{i}", value=str(i), timestamp=base_ms + i,
+                  on_delivery=report)
+        p.produce(f"{prefix}-payments", key=f"o{i}", value=str(2 * i),
+                  timestamp=base_ms + i, on_delivery=report)
+        if i % 50 == 49:
+            p.poll(0)
+            time.sleep(pause)
+    assert p.flush(150) == 0, "input records still undelivered"
+    assert not failed, f"input records not delivered: {failed[:3]}"
+
+
+class Feed(threading.Thread):
+    """feed() in the background, spread over 1.5 s, its failure raised by join()."""
+
+    def __init__(self, *args):
+        super().__init__(daemon=True)
+        self.args, self.error = args, None
+        self.start()
+
+    def run(self):
         try:
-            p = Producer({"bootstrap.servers": broker.bootstrap,
-                          "enable.idempotence": True, "message.timeout.ms": 60000})
-            for i in range(start, end):
-                p.produce(f"{prefix}-in", key=f"k{i % KEYS}", value=str(i))
-                p.produce(f"{prefix}-orders", key=f"o{i}", value=str(i), timestamp=base_ms + i)
-                p.produce(f"{prefix}-payments", key=f"o{i}", value=str(2 * i),
-                          timestamp=base_ms + i)
-            if p.flush(60) == 0:
-                return
-        except Exception:
-            time.sleep(0.5)
+            feed(*self.args, seconds=1.5)
+        except BaseException as e:  # noqa: B902 - handed to join()
+            self.error = e
+
+    def join(self, timeout=None):
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
 
 
 def test_streams_exactly_once_v2_through_application_and_broker_kills(make_broker, tmp_path):
@@ -119,11 +148,11 @@ def test_streams_exactly_once_v2_through_application_and_broker_kills(make_broke
     bursts = [RECORDS * n // (len(kills) + 1) for n in range(len(kills) + 2)]
     try:
         for n, kill in enumerate(kills):
-            # Each kill lands while the application processes a burst of input (not while
-            # it starts up or idles).
+            # Each kill lands while input still arrives and the application processes it
+            # (not while it starts up or idles), so it leaves an open transaction behind.
             wait_running(log, runs)
-            feed(broker, prefix, base_ms, bursts[n], bursts[n + 1])
-            time.sleep(rng.uniform(0.2, 1.0))
+            feeding = Feed(broker, prefix, base_ms, bursts[n], bursts[n + 1])
+            time.sleep(rng.uniform(0.3, 1.2))
             if kill == "broker":
                 broker.kill9()
                 broker.start()
@@ -132,6 +161,7 @@ def test_streams_exactly_once_v2_through_application_and_broker_kills(make_broke
                 app.wait(10)
                 runs = log.read_text().count("STATE RUNNING") + 1
                 app = streams_app(broker, app_id, prefix, state, log)
+            feeding.join()
         feed(broker, prefix, base_ms, bursts[-2], bursts[-1])
         deadline = time.time() + 120 + RECORDS / 500
         while time.time() < deadline:

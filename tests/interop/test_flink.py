@@ -17,6 +17,7 @@ from collections import defaultdict
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from background import Background
 from flink_cluster import FlinkCluster
 from test_streams import read_topic
 
@@ -25,11 +26,16 @@ RECORDS = int(os.environ.get("EXACTA_FLINK_RECORDS", "20000"))
 KILLS = int(os.environ.get("EXACTA_FLINK_KILLS", "3"))
 
 
-def feed(broker, topic, start, end):
-    """Records START..END, idempotent: every input record exactly once."""
-    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True})
+def feed(broker, topic, start, end, seconds=0.0):
+    """Records START..END spread over about SECONDS, idempotent: every input record once."""
+    p = Producer({"bootstrap.servers": broker.bootstrap, "enable.idempotence": True,
+                  "linger.ms": 5})
+    pause = seconds * 50 / max(1, end - start)
     for i in range(start, end):
         p.produce(topic, key=f"k{i % KEYS}", value=str(i))
+        if i % 50 == 49:
+            p.poll(0)
+            time.sleep(pause)
     assert p.flush(60) == 0
 
 
@@ -60,16 +66,17 @@ def test_flink_exactly_once_through_taskmanager_kills(broker, tmp_path):
         checkpoints = 0
         for n in range(KILLS):
             # Kill while the job runs, has restored from the previous kill and checkpointed
-            # since, and processes a burst of input.
+            # since, and processes input that still arrives (an open transaction to abort).
             cluster.wait(lambda: cluster.restarts(job) >= n
                          and cluster.running_tasks(job) == cluster.total_tasks(job) > 0
                          and cluster.checkpoints_completed(job) > checkpoints, 120,
                          "the job to restore, run and checkpoint")
-            feed(broker, "flink-in", bursts[n], bursts[n + 1])
-            time.sleep(rng.uniform(0.2, 1.5))
+            feeding = Background(feed, broker, "flink-in", bursts[n], bursts[n + 1], seconds=2)
+            time.sleep(rng.uniform(0.3, 1.5))
             checkpoints = cluster.checkpoints_completed(job)
             cluster.kill_taskmanager()
             cluster.start_taskmanager()
+            feeding.join()
         feed(broker, "flink-in", bursts[-2], bursts[-1])
         want_latest = {k: v[-1] for k, v in want.items()}
         cluster.wait(lambda: {k: v for _, k, v in read_topic(broker, "flink-out", "read_committed")}

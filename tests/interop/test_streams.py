@@ -13,13 +13,13 @@ import os
 import random
 import signal
 import subprocess
-import threading
 import time
 from collections import defaultdict
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from background import Background
 from test_java import JAVA_DIR
 
 STREAMS_VERSION = "4.4.0"
@@ -108,26 +108,6 @@ def feed(broker, prefix, base_ms, start, end, seconds=0.0):
     assert not failed, f"input records not delivered: {failed[:3]}"
 
 
-class Feed(threading.Thread):
-    """feed() in the background, spread over 1.5 s, its failure raised by join()."""
-
-    def __init__(self, *args):
-        super().__init__(daemon=True)
-        self.args, self.error = args, None
-        self.start()
-
-    def run(self):
-        try:
-            feed(*self.args, seconds=1.5)
-        except BaseException as e:  # noqa: B902 - handed to join()
-            self.error = e
-
-    def join(self, timeout=None):
-        super().join(timeout)
-        if self.error is not None:
-            raise self.error
-
-
 def test_streams_exactly_once_v2_through_application_and_broker_kills(make_broker, tmp_path):
     broker = make_broker("group_initial_rebalance_delay_ms = 0\n")
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
@@ -151,7 +131,8 @@ def test_streams_exactly_once_v2_through_application_and_broker_kills(make_broke
             # Each kill lands while input still arrives and the application processes it
             # (not while it starts up or idles), so it leaves an open transaction behind.
             wait_running(log, runs)
-            feeding = Feed(broker, prefix, base_ms, bursts[n], bursts[n + 1])
+            feeding = Background(feed, broker, prefix, base_ms, bursts[n], bursts[n + 1],
+                                 seconds=1.5)
             time.sleep(rng.uniform(0.3, 1.2))
             if kill == "broker":
                 broker.kill9()

@@ -1,6 +1,6 @@
 # Sourced by the benchmark scripts: `start_broker BINARY [CONFIG_TOML]` starts a broker on
 # a fresh data directory and an ephemeral loopback port, sets $port and $pid, and stops it
-# (and removes its data) when the calling script exits.
+# (and removes its data) when the calling script exits or at `stop_broker`.
 start_broker() {
     local binary="$1" config="${2:-}"
     broker_data=$(mktemp -d)
@@ -19,4 +19,10 @@ start_broker() {
     echo "the broker did not start:" >&2
     cat "$broker_data.log" >&2
     return 1
+}
+# `stop_broker`: stop the broker start_broker last started and remove its data now.
+stop_broker() {
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    rm -rf "$broker_data" "$broker_data.log" "$broker_data.toml"
 }

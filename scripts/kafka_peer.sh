@@ -54,3 +54,9 @@ PROPS
     tail -40 "$kafka_data/kafka.log" >&2
     return 1
 }
+# `stop_kafka`: stop the Kafka start_kafka last started and remove its data now.
+stop_kafka() {
+    kill "$kafka_pid" 2>/dev/null || true
+    wait "$kafka_pid" 2>/dev/null || true
+    rm -rf "$kafka_data"
+}

@@ -29,3 +29,9 @@ def make_broker(tmp_path):
     for b in made:
         if b.alive():
             b.kill9()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    from sink_harness import Postgres
+    return Postgres()

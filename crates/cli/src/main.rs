@@ -77,6 +77,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Exactly-once sinks: `exacta sink postgres` writes topics into a PostgreSQL table
+    /// with the offsets in the same transaction (runs `exacta-sink`; see docs/sink.md).
+    #[command(disable_help_flag = true)]
+    Sink {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Benchmark a broker (runs `exacta-bench`; see `exacta bench --help`).
     #[command(disable_help_flag = true)]
     Bench {
@@ -212,6 +219,7 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Verify { args } => external("exacta-verify", args),
         Command::Bench { args } => external("exacta-bench", args),
+        Command::Sink { args } => external("exacta-sink", args),
     }
 }
 

@@ -8,8 +8,8 @@ start_broker() {
     "$binary" serve --listen 127.0.0.1:0 --data-dir "$broker_data" --config "$broker_data.toml" \
         2> "$broker_data.log" &
     pid=$!
-    _broker_cleanup="kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf '$broker_data' '$broker_data.log' '$broker_data.toml';"
-    trap 'eval "${_broker_cleanup:-}${_kafka_cleanup:-}"' EXIT
+    _broker_cleanup="kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf '$broker_data' '$broker_data.log' '$broker_data.toml';"
+    trap 'eval "${_broker_cleanup:-}${_kafka_cleanup:-}${_pg_cleanup:-}"' EXIT
     port=""
     for _ in $(seq 100); do
         port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$broker_data.log" | grep -oE '[0-9]+$' || true)
@@ -25,4 +25,5 @@ stop_broker() {
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     rm -rf "$broker_data" "$broker_data.log" "$broker_data.toml"
+    _broker_cleanup=""
 }

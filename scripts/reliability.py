@@ -74,9 +74,12 @@ SIZED = {
     "flink": ({"EXACTA_FLINK_RECORDS": "200000", "EXACTA_FLINK_KILLS": "20"}, ["-k", "kills"]),
     "kafka-tools": ({"EXACTA_TOOLS_RECORDS": "100000", "EXACTA_TOOLS_BOUNCES": "3"},
                     ["-k", "bounces"]),
+    "sink": ({"EXACTA_SINK_RECORDS": "1000000", "EXACTA_SINK_KILLS": "50",
+              "EXACTA_SINK_BROKER_KILLS": "5"}, ["-k", "killed_while_records_flow"]),
 }
 SIZED_FILES = {"idempotence": "test_idempotence.py", "streams": "test_streams.py",
-               "flink": "test_flink.py", "kafka": "test_kafka_tools.py"}
+               "flink": "test_flink.py", "kafka": "test_kafka_tools.py",
+               "sink": "test_sink_faults.py"}
 
 
 def sized(name):
@@ -207,7 +210,7 @@ def main():
                              "injected", "kafka-python", "aiokafka", "aiokafka-injected", "kafkajs",
                              "kafkajs-injected", "idempotence", "idempotence-kafka-python",
                              "idempotence-other-clients",
-                             "kill9", "power-loss", "corrupt-tails", "streams", "flink", "kafka-tools"]
+                             "kill9", "power-loss", "corrupt-tails", "streams", "flink", "kafka-tools", "sink"]
     failed = []
     for name in names:
         print(f"## {name}", flush=True)

@@ -15,7 +15,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::batch::{self, Batch, Partition};
 use crate::config::{Delivery, SinkConfig, StartFrom};
@@ -267,9 +267,7 @@ impl Core {
         let mut tpl = TopicPartitionList::new();
         for (p, to) in &batch.advance {
             if let Some(c) = self.owned.get_mut(p) {
-                if exactly_once {
-                    c.next = *to;
-                }
+                c.next = *to;
                 let _ = tpl.add_partition_offset(&p.0, p.1, Offset::Offset(*to));
             }
         }
@@ -333,6 +331,11 @@ impl Core {
             ..
         } = self;
         let mut tx = pg.client()?.transaction()?;
+        // Rows first, then the offsets with their owner check: the offsets rows stay
+        // locked only for the end of the transaction, and a stale owner learns it is one
+        // at the last statement (then everything it wrote rolls back).
+        let rows = batch.rows_to_write(table);
+        let written = batch::insert(&mut tx, table, &rows)?;
         if exactly_once {
             let mut fenced = Vec::new();
             for (p, to) in &batch.advance {
@@ -350,10 +353,10 @@ impl Core {
                 return Ok(Written::Fenced(fenced));
             }
         }
-        let rows = batch.rows_to_write(table);
-        let written = batch::insert(&mut tx, table, &rows)?;
         tx.commit()?;
-        metrics.observe_commit(started.elapsed());
+        let took = started.elapsed();
+        metrics.observe_commit(took);
+        debug!(rows = written, micros = took.as_micros() as u64, "batch committed");
         Ok(Written::Committed(written))
     }
 

@@ -29,8 +29,8 @@ COMMIT = re.compile(r"^(\S+)Z .*batch committed rows=(\d+) micros=(\d+)")
 
 
 def preload(bootstrap, topic):
-    AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-        [NewTopic(topic, 3, 1)])[topic].result(10)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 3, 1)])[topic].result(10)
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20,
                   "queue.buffering.max.messages": 1000000})
     pad = "x" * 960

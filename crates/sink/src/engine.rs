@@ -245,7 +245,11 @@ impl Core {
                             .fetch_add(1, Ordering::Relaxed);
                         self.pg.forget_if_closed();
                         failures += 1;
-                        if attempts.is_some_and(|a| failures >= a) {
+                        // Told to stop while PostgreSQL is away: the batch is not
+                        // committed, and is consumed again from the offsets table.
+                        if attempts.is_some_and(|a| failures >= a)
+                            || self.stop.load(Ordering::Relaxed)
+                        {
                             return Err(SinkError::postgres("writing a batch", e));
                         }
                         warn!("writing a batch failed, retrying: {e}");
@@ -356,7 +360,11 @@ impl Core {
         tx.commit()?;
         let took = started.elapsed();
         metrics.observe_commit(took);
-        debug!(rows = written, micros = took.as_micros() as u64, "batch committed");
+        debug!(
+            rows = written,
+            micros = took.as_micros() as u64,
+            "batch committed"
+        );
         Ok(Written::Committed(written))
     }
 

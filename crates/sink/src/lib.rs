@@ -38,7 +38,8 @@
 //! # Ok::<(), exacta_sink::SinkError>(())
 //! ```
 //!
-//! Modules: [`config`] (what a sink is told), `engine` (the loop and rebalances),
+//! Modules: [`config`] (what a sink is told), `sink` (set-up and the poll loop), `engine`
+//! (committing a batch), `rebalance` (claims and releases),
 //! `batch` (a batch's rows, refusals and offsets), `offsets` (the offsets table and owner
 //! tokens), `table` (the target table's columns and checks), [`record`] (records and the
 //! json and raw row formats), `dead_letter`, `pg` (reconnects and retries), [`metrics`].
@@ -50,13 +51,16 @@ mod engine;
 pub mod metrics;
 mod offsets;
 mod pg;
+mod rebalance;
 pub mod record;
+mod sink;
 mod table;
 
 pub use config::{Delivery, Mode, SinkConfig, StartFrom};
-pub use engine::{Mapper, Sink};
+pub use engine::Mapper;
 pub use metrics::Metrics;
 pub use record::{json_row, raw_row, Record, Row, RAW_COLUMNS};
+pub use sink::Sink;
 
 /// Why a sink stopped.
 #[derive(Debug, thiserror::Error)]

@@ -7,16 +7,21 @@
 //!   leader, leader epoch and ISR, producer-id blocks) and the commands that change it;
 //! - [`log_store`]: the Raft log and vote on disk, fsynced before openraft is told they are
 //!   durable, torn tails cut at the last whole frame on open;
-//! - [`state_machine`]: the metadata state machine with snapshots on disk.
+//! - [`state_machine`]: the metadata state machine with snapshots on disk;
+//! - [`network`]: Raft RPCs between nodes over TCP (length-prefixed JSON frames);
+//! - [`node`]: one quorum member (its Raft, its listener, first-start initialisation).
 //!
-//! Not yet: the Raft network, the broker wiring and partition replication.
+//! Not yet: the broker wiring (`exacta serve --voters`) and partition replication.
 
 pub mod log_store;
 pub mod metadata;
+pub mod network;
+pub mod node;
 pub mod state_machine;
 
 pub use log_store::LogStore;
 pub use metadata::{Command, Metadata, Response};
+pub use node::Node;
 pub use state_machine::StateMachine;
 
 /// A broker's node id (`--node-id`).

@@ -9,7 +9,8 @@
 //!   durable, torn tails cut at the last whole frame on open;
 //! - [`state_machine`]: the metadata state machine with snapshots on disk;
 //! - [`network`]: Raft RPCs between nodes over TCP (length-prefixed JSON frames);
-//! - [`node`]: one quorum member (its Raft, its listener, first-start initialisation).
+//! - [`node`]: one quorum member (its Raft, its listener, first-start initialisation);
+//! - [`voters`]: `--voters` lists and the identity a data directory keeps.
 //!
 //! Not yet: the broker wiring (`exacta serve --voters`) and partition replication.
 
@@ -18,6 +19,7 @@ pub mod metadata;
 pub mod network;
 pub mod node;
 pub mod state_machine;
+pub mod voters;
 
 pub use log_store::LogStore;
 pub use metadata::{Command, Metadata, Response};

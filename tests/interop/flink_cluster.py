@@ -8,9 +8,10 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
+
+from harness import wait_for
 
 FLINK_DIR = Path(__file__).resolve().parent / "flink"
 JOB_JAR = FLINK_DIR / "target" / "exacta-flink-interop-0.1.0.jar"
@@ -157,12 +158,7 @@ class FlinkCluster:
 
     @staticmethod
     def wait(condition, timeout, what):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if condition():
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"timed out waiting for {what}")
+        wait_for(condition, timeout, what, interval=0.3)
 
     def log_tail(self, chars=4000):
         return "\n".join(f"== {p.name}\n{p.read_text()[-chars:]}"

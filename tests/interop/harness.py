@@ -19,6 +19,16 @@ LISTEN_RE = re.compile(r"exacta listening on 127\.0\.0\.1:(\d+)")
 PROXY_RE = re.compile(r"exacta proxy listening on 127\.0\.0\.1:(\d+)")
 
 
+def wait_for(condition, timeout=30, what="condition", interval=0.1):
+    """Poll CONDITION until it holds; fail naming WHAT after TIMEOUT seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class Broker:
     """One broker process; restartable on the same port and data directory."""
 

@@ -95,11 +95,3 @@ class SinkProcess:
             time.sleep(0.1)
         raise AssertionError(f"the sink never logged {text!r}:\n{self.log()[-3000:]}")
 
-
-def wait_for(condition, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")

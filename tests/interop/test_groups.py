@@ -12,6 +12,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from harness import wait_for
+
 WORKER = Path(__file__).parent / "group_worker.py"
 GROUP_CONFIG = ("group_min_session_timeout_ms = 1000\n"
                 "group_initial_rebalance_delay_ms = 300\n")
@@ -46,15 +48,6 @@ class Member:
     def crash(self):
         self.proc.kill()
         self.proc.wait(10)
-
-
-def wait_for(condition, timeout=30, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def produce(broker, topic, start, count):

@@ -12,7 +12,8 @@ import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from sink_harness import SinkProcess, query, wait_for
+from harness import wait_for
+from sink_harness import SinkProcess, query
 
 
 def free_port():

@@ -19,7 +19,8 @@ import pytest
 from confluent_kafka import KafkaException, Producer
 
 from background import Background
-from sink_harness import SinkProcess, query, wait_for
+from harness import wait_for
+from sink_harness import SinkProcess, query
 from test_sink import count, create_topics, end_offsets, sink_args, stored_offsets
 
 RECORDS = int(os.environ.get("EXACTA_SINK_RECORDS", "60000"))

@@ -136,3 +136,36 @@ async fn three_members_elect_replicate_fail_over_and_catch_up() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_frames_on_the_cluster_port_close_only_that_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let root = tempfile::tempdir().unwrap();
+    let l = listener(0).await;
+    let addr = l.local_addr().unwrap();
+    let voters = BTreeMap::from([(1, addr.to_string())]);
+    let node = Node::start(1, &root.path().join("1"), l, &voters)
+        .await
+        .unwrap();
+    wait_until(
+        "the lone member to lead",
+        Duration::from_secs(10),
+        || async { node.leader().await == Some(1) },
+    )
+    .await;
+    let oversized = u32::MAX.to_be_bytes().to_vec();
+    let mut garbage = 5u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(b"{oops");
+    for frame in [oversized, garbage] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(&frame).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("the node answers a hostile frame by closing")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "the connection is closed without a reply");
+    }
+    assert_eq!(register(&node, 7).await, Response::Done);
+    node.stop().await;
+}

@@ -9,11 +9,14 @@
 //! - [`log`]: the partition log: append, read, roll, retention, recovery.
 //! - [`producer_state`]: idempotent-producer state (epochs, sequences, last 5 batches),
 //!   snapshotted beside the segments.
+//! - [`leader_epochs`]: where each leader epoch's writes start (OffsetForLeaderEpoch,
+//!   follower truncation).
 //! - [`cleaner`]: compaction (the last record per key), with Kafka's transaction rules.
 //! - [`topics`]: topic metadata (id, partition count, configs) persisted beside the logs.
 
 pub mod cleaner;
 pub mod config;
+pub mod leader_epochs;
 pub mod log;
 pub mod producer_state;
 pub mod segment;
@@ -40,6 +43,10 @@ pub enum LogError {
     CorruptMetadata { path: PathBuf, reason: String },
     #[error(transparent)]
     Producer(#[from] producer_state::SequenceError),
+    #[error("replicated batch at offset {got} does not follow the log end offset {expected}")]
+    NotContiguous { expected: i64, got: i64 },
+    #[error("replicated batch at offset {offset} is invalid: {reason}")]
+    InvalidReplica { offset: i64, reason: String },
 }
 
 impl LogError {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use exacta_wire::batch::{assign_offset, BatchHeader, Batches};
 
 use crate::cleaner::{self, Checkpoint, CleanView, CleaningGuard, LastRecord, SegmentView};
+use crate::leader_epochs::LeaderEpochs;
 use crate::producer_state::{ProducerStateManager, Verdict};
 use crate::segment::{LogSegment, Offsets};
 use crate::{LogConfig, LogError};
@@ -73,6 +74,10 @@ pub struct PartitionLog {
     checkpoint: Checkpoint,
     /// Set while a [`CleanView`] of this log exists.
     cleaning: Arc<AtomicBool>,
+    /// Where each leader epoch's writes start.
+    epochs: LeaderEpochs,
+    /// The epoch stamped on the batches this log assigns offsets to (its leader's).
+    leader_epoch: i32,
 }
 
 impl PartitionLog {
@@ -142,8 +147,12 @@ impl PartitionLog {
             deleted_before: read_log_start(dir)?,
             checkpoint: Checkpoint::load(dir),
             cleaning: Arc::new(AtomicBool::new(false)),
+            epochs: LeaderEpochs::default(),
+            leader_epoch: 0,
         };
         log.next_offset = log.active().next_offset();
+        log.epochs = LeaderEpochs::load(dir, log.next_offset)?;
+        log.leader_epoch = log.epochs.latest().unwrap_or(0);
         if log.deleted_before > log.next_offset {
             tracing::warn!(dir = %dir.display(), log_start = log.deleted_before, log_end = log.next_offset, "log start offset past the log end; using the log end");
             log.deleted_before = log.next_offset;
@@ -185,22 +194,7 @@ impl PartitionLog {
             let read = self.read(offset, 8 << 20, self.next_offset)?;
             let mut advanced = false;
             for (at, h) in Batches::new(&read.records) {
-                if h.is_control() {
-                    let commit = exacta_wire::batch::marker_type(&read.records[at..at + h.size()]);
-                    if let Some(commit) = commit {
-                        self.producers.apply_marker(
-                            h.producer_id,
-                            h.producer_epoch,
-                            commit,
-                            h.base_offset,
-                            h.max_timestamp,
-                        );
-                    }
-                } else if h.base_sequence < 0 {
-                    self.producers.apply_coordinator(&h);
-                } else {
-                    self.producers.apply(&h);
-                }
+                replay(&mut self.producers, &h, &read.records[at..at + h.size()]);
                 info.batches_replayed += 1;
                 offset = h.last_offset() + 1;
                 advanced = true;
@@ -297,13 +291,14 @@ impl PartitionLog {
             })?;
             let size = header.size();
             let batch = &mut batches[position..position + size];
-            assign_offset(batch, self.next_offset, 0);
+            assign_offset(batch, self.next_offset, self.leader_epoch);
             let header = BatchHeader {
                 base_offset: self.next_offset,
-                partition_leader_epoch: 0,
+                partition_leader_epoch: self.leader_epoch,
                 ..header
             };
             self.maybe_roll(size as u64, header.max_timestamp)?;
+            self.epochs.assign(self.leader_epoch, header.base_offset)?;
             self.active_mut().append(batch, &header)?;
             self.next_offset = header.last_offset() + 1;
             record(&mut self.producers, &header);
@@ -356,6 +351,105 @@ impl PartitionLog {
         })?;
         let offset = info.base_offset;
         Ok(offset)
+    }
+
+    /// Appends batches fetched from the partition's leader as they are: their offsets and
+    /// leader epochs are the leader's, and must continue this log exactly. The producer
+    /// state is rebuilt from them as recovery rebuilds it, so that idempotent retries and
+    /// open transactions are known here if this replica becomes the leader.
+    pub fn append_replica(&mut self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        let base_offset = self.next_offset;
+        for (at, header) in Batches::new(batches) {
+            let batch = &batches[at..at + header.size()];
+            if header.base_offset != self.next_offset {
+                return Err(LogError::NotContiguous {
+                    expected: self.next_offset,
+                    got: header.base_offset,
+                });
+            }
+            if let Err(e) = BatchHeader::parse_and_verify(batch) {
+                return Err(LogError::InvalidReplica {
+                    offset: header.base_offset,
+                    reason: e.to_string(),
+                });
+            }
+            if header.last_offset_delta < 0 {
+                return Err(LogError::InvalidReplica {
+                    offset: header.base_offset,
+                    reason: format!("last offset delta {}", header.last_offset_delta),
+                });
+            }
+            self.maybe_roll(header.size() as u64, header.max_timestamp)?;
+            self.epochs
+                .assign(header.partition_leader_epoch, header.base_offset)?;
+            self.active_mut().append(batch, &header)?;
+            self.next_offset = header.last_offset() + 1;
+            replay(&mut self.producers, &header, batch);
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: self.next_offset - 1,
+            log_start_offset: self.log_start_offset(),
+            duplicate: false,
+        })
+    }
+
+    /// Cuts the log at OFFSET (a batch boundary at or below the LEO): a follower whose
+    /// log diverged from its leader's drops what the leader does not have. The cut is
+    /// fsynced, the producer state is rebuilt from the newest snapshot below it, and the
+    /// epochs that started at or after it are forgotten.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset >= self.next_offset {
+            return Ok(());
+        }
+        let offset = offset.max(self.log_start_offset());
+        let above: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        for base in above {
+            if self.segments.len() == 1 {
+                break;
+            }
+            if let Some(segment) = self.segments.remove(&base) {
+                segment.delete()?;
+            }
+        }
+        let base = self.active().base_offset();
+        let interval = self.config.index_interval_bytes;
+        let cut = self.active().position_of(offset)?;
+        let segment = self.segments.remove(&base).expect("the active segment");
+        segment.remove_index_files()?;
+        let file = segment.file();
+        drop(segment);
+        file.set_len(cut)
+            .map_err(LogError::io("truncate segment", &self.dir))?;
+        crate::sync_file(&file, true);
+        drop(file);
+        let (segment, _) =
+            LogSegment::open(&self.dir, base, interval, true, Offsets::Below(offset))?;
+        self.segments.insert(base, segment);
+        crate::sync_dir(&self.dir)?;
+        self.next_offset = self.active().next_offset().max(base);
+        self.flushed_offset = self.flushed_offset.min(self.next_offset);
+        self.epochs.truncate_from(self.next_offset)?;
+        self.producers = ProducerStateManager::default();
+        self.recover_producer_state(&mut RecoveryInfo::default())?;
+        tracing::warn!(dir = %self.dir.display(), offset = self.next_offset, "truncated the log to its leader's");
+        Ok(())
+    }
+
+    /// The leader epoch stamped on batches appended from now on.
+    pub fn set_leader_epoch(&mut self, epoch: i32) {
+        self.leader_epoch = epoch;
+    }
+
+    /// OffsetForLeaderEpoch for this log (see [`LeaderEpochs::end_offset_for`]).
+    pub fn epoch_end_offset(&self, requested: i32) -> (i32, i64) {
+        self.epochs
+            .end_offset_for(requested, self.next_offset, self.leader_epoch)
+    }
+
+    /// The newest leader epoch that wrote to this log.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest()
     }
 
     /// The last stable offset: below it every transaction is decided. It never passes
@@ -765,6 +859,25 @@ fn record_timestamps(batch: &Bytes) -> Result<Vec<(i64, i64)>, LogError> {
         .iter()
         .map(|r| (r.offset, r.timestamp))
         .collect())
+}
+
+/// Applies one batch of the log to the producer state (recovery and replication).
+fn replay(producers: &mut ProducerStateManager, h: &BatchHeader, batch: &[u8]) {
+    if h.is_control() {
+        if let Some(commit) = exacta_wire::batch::marker_type(batch) {
+            producers.apply_marker(
+                h.producer_id,
+                h.producer_epoch,
+                commit,
+                h.base_offset,
+                h.max_timestamp,
+            );
+        }
+    } else if h.base_sequence < 0 {
+        producers.apply_coordinator(h);
+    } else {
+        producers.apply(h);
+    }
 }
 
 /// Counts the whole batches in `buf` (test and tooling helper).

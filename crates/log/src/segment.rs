@@ -412,6 +412,12 @@ impl LogSegment {
         Ok(None)
     }
 
+    /// File position where the batch holding `offset` starts (the size when `offset` is
+    /// past the last batch): where a truncation to `offset` cuts the file.
+    pub fn position_of(&self, offset: i64) -> Result<u64, LogError> {
+        Ok(self.find_position(offset)?.unwrap_or(self.size))
+    }
+
     /// Position of the first batch whose max timestamp is at least `timestamp`.
     pub fn find_timestamp_position(
         &self,

@@ -8,12 +8,17 @@
 //! - [`log_store`]: the Raft log and vote on disk, fsynced before openraft is told they are
 //!   durable, torn tails cut at the last whole frame on open;
 //! - [`state_machine`]: the metadata state machine with snapshots on disk;
-//! - [`network`]: Raft RPCs between nodes over TCP (length-prefixed JSON frames);
-//! - [`node`]: one quorum member (its Raft, its listener, first-start initialisation);
+//! - [`network`]: Raft RPCs, proposals and heartbeats between nodes over TCP
+//!   (length-prefixed JSON frames);
+//! - [`node`]: one quorum member (its Raft, its listener, first-start initialisation,
+//!   heartbeats and proposals towards the leader);
+//! - [`controller`]: broker sessions, fencing of expired brokers, replica placement;
 //! - [`voters`]: `--voters` lists and the identity a data directory keeps.
 //!
-//! Not yet: the broker wiring (`exacta serve --voters`) and partition replication.
+//! The broker (`exacta-broker`) runs a [`Node`] in cluster mode and replicates data
+//! partitions under this metadata.
 
+pub mod controller;
 pub mod log_store;
 pub mod metadata;
 pub mod network;

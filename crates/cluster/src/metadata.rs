@@ -30,6 +30,9 @@ pub struct PartitionState {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topic {
+    /// The topic id (a UUID) every broker gives the topic.
+    #[serde(default)]
+    pub id: String,
     pub partitions: Vec<PartitionState>,
     pub configs: BTreeMap<String, String>,
 }
@@ -51,6 +54,8 @@ pub enum Command {
     /// Partition `i` on `replicas[i]`, led by its first replica, all of them in sync.
     CreateTopic {
         name: String,
+        #[serde(default)]
+        id: String,
         replicas: Vec<Vec<NodeId>>,
         configs: BTreeMap<String, String>,
     },
@@ -76,17 +81,73 @@ pub enum Command {
     AllocateProducerIds {
         broker: NodeId,
     },
+    /// Broker `id` stops serving (its session expired, or a controlled shutdown): every
+    /// partition it leads moves to another ISR member (preferring those in `alive`, in
+    /// replica order) under a new leader epoch, and it leaves every ISR it shares with
+    /// others. A partition whose only in-sync replica it is stays as it is (offline until
+    /// it returns: no unclean election).
+    FenceBroker {
+        id: NodeId,
+        alive: Vec<NodeId>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     Done,
+    /// How many partitions a fencing changed.
+    Moved(usize),
     LeaderEpoch(i32),
-    ProducerIds { first: i64, count: i64 },
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
     Refused(String),
 }
 
+impl PartitionState {
+    /// Takes broker ID out of this partition's leadership and ISR (see
+    /// [`Command::FenceBroker`]); whether anything changed.
+    fn fence(&mut self, id: NodeId, alive: &[NodeId]) -> bool {
+        if !self.isr.contains(&id) || self.isr.len() == 1 {
+            return false;
+        }
+        let isr: Vec<NodeId> = self.isr.iter().copied().filter(|&b| b != id).collect();
+        if self.leader == id {
+            let next = self
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| isr.contains(b))
+                .min_by_key(|b| !alive.contains(b));
+            let Some(next) = next else {
+                return false;
+            };
+            self.leader = next;
+            self.leader_epoch += 1;
+        }
+        self.isr = isr;
+        true
+    }
+}
+
 impl Metadata {
+    /// The partitions led by LEADER, or with BROKER in their ISR beside others.
+    pub fn partitions_of(
+        &self,
+        broker: NodeId,
+    ) -> impl Iterator<Item = (&str, usize, &PartitionState)> {
+        self.topics.iter().flat_map(move |(name, t)| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter(move |(_, p)| {
+                    p.leader == broker || (p.isr.contains(&broker) && p.isr.len() > 1)
+                })
+                .map(move |(i, p)| (name.as_str(), i, p))
+        })
+    }
+
     pub fn apply(&mut self, command: &Command) -> Response {
         match self.try_apply(command) {
             Ok(r) => r,
@@ -107,6 +168,7 @@ impl Metadata {
             }
             Command::CreateTopic {
                 name,
+                id,
                 replicas,
                 configs,
             } => {
@@ -138,6 +200,7 @@ impl Metadata {
                 self.topics.insert(
                     name.clone(),
                     Topic {
+                        id: id.clone(),
                         partitions,
                         configs: configs.clone(),
                     },
@@ -180,6 +243,15 @@ impl Metadata {
                 }
                 p.isr = isr.clone();
                 Ok(Response::LeaderEpoch(p.leader_epoch))
+            }
+            Command::FenceBroker { id, alive } => {
+                let mut moved = 0;
+                for topic in self.topics.values_mut() {
+                    for p in &mut topic.partitions {
+                        moved += usize::from(p.fence(*id, alive));
+                    }
+                }
+                Ok(Response::Moved(moved))
             }
             Command::AllocateProducerIds { broker } => {
                 if !self.brokers.contains_key(broker) {
@@ -236,6 +308,7 @@ mod tests {
         let mut m = with_brokers();
         let create = |replicas| Command::CreateTopic {
             name: "t".into(),
+            id: String::new(),
             replicas,
             configs: BTreeMap::new(),
         };
@@ -263,6 +336,7 @@ mod tests {
         let mut m = with_brokers();
         m.apply(&Command::CreateTopic {
             name: "t".into(),
+            id: String::new(),
             replicas: vec![vec![1, 2, 3]],
             configs: BTreeMap::new(),
         });
@@ -289,6 +363,35 @@ mod tests {
             (p.leader, p.leader_epoch, p.isr.clone()),
             (2, 1, vec![2, 3])
         );
+    }
+
+    #[test]
+    fn fencing_moves_leaders_to_live_isr_members_and_never_empties_an_isr() {
+        let mut m = with_brokers();
+        m.apply(&Command::CreateTopic {
+            name: "t".into(),
+            id: String::new(),
+            replicas: vec![vec![1, 2, 3], vec![2, 3, 1], vec![1]],
+            configs: BTreeMap::new(),
+        });
+        // 2 is dead too: partition 0 goes to 3, which is alive.
+        let fence = |id, alive: Vec<NodeId>| Command::FenceBroker { id, alive };
+        assert_eq!(m.apply(&fence(1, vec![3])), Response::Moved(2));
+        let p = &m.topics["t"].partitions;
+        assert_eq!(
+            (p[0].leader, p[0].leader_epoch, p[0].isr.clone()),
+            (3, 1, vec![2, 3])
+        );
+        // Partition 1 keeps its leader and epoch; 1 only leaves its ISR.
+        assert_eq!(
+            (p[1].leader, p[1].leader_epoch, p[1].isr.clone()),
+            (2, 0, vec![2, 3])
+        );
+        // Partition 2 has no other replica: unchanged, offline until 1 returns.
+        assert_eq!((p[2].leader, p[2].isr.clone()), (1, vec![1]));
+        assert_eq!(m.partitions_of(1).count(), 1);
+        // Fencing again changes nothing.
+        assert_eq!(m.apply(&fence(1, vec![3])), Response::Moved(0));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The Raft network between the nodes of a cluster. Each node listens on its cluster
 //! address (`--cluster-listen`) and answers AppendEntries, Vote and InstallSnapshot for its
-//! Raft; towards each peer a connection sends one request at a time as a frame (`u32`
-//! length, JSON) and reads its answer. A peer that cannot be reached is reported as
+//! Raft, and, when it leads the quorum, the brokers' proposals (metadata commands forwarded
+//! to the leader) and heartbeats (their sessions, see [`crate::controller`]); towards each
+//! peer a connection sends one request at a time as a frame (`u32` length, JSON) and reads
+//! its answer. A peer that cannot be reached is reported as
 //! unreachable (openraft backs off); a broken connection is dropped and dialled again.
 
 // The error types are openraft's `RaftNetwork` contract, large as they are.
@@ -24,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
+use crate::controller::Sessions;
+use crate::metadata::{Command, Response};
 use crate::{NodeId, Raft, TypeConfig};
 
 /// Frames larger than this are refused (a snapshot of the metadata is far smaller).
@@ -31,20 +35,29 @@ const MAX_FRAME: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Serialize, Deserialize)]
-enum Rpc {
+pub(crate) enum Rpc {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
     Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A metadata command for the leader to commit.
+    Propose(Command),
+    /// A broker's session heartbeat to the leader.
+    Heartbeat(NodeId),
 }
 
 #[derive(Serialize, Deserialize)]
-enum Reply {
+pub(crate) enum Reply {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    /// The committed command's response, or why this node could not commit it (it does
+    /// not lead: ask again where the leader is).
+    Propose(Result<Response, String>),
+    /// Whether this node leads (and so keeps sessions).
+    Heartbeat(bool),
 }
 
-async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
+pub(crate) async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
     let body = serde_json::to_vec(value).map_err(io::Error::other)?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -52,7 +65,9 @@ async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> io::Res
     stream.write_all(&frame).await
 }
 
-async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> io::Result<T> {
+pub(crate) async fn read_frame<T: for<'de> Deserialize<'de>>(
+    stream: &mut TcpStream,
+) -> io::Result<T> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -67,15 +82,15 @@ async fn read_frame<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream) -> io:
     serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Answer the peers' Raft requests on LISTENER until the task is dropped (which also
-/// drops every connection it accepted, as the end of the process would).
-pub async fn serve(listener: TcpListener, raft: Raft) {
+/// Answer the peers' requests on LISTENER until the task is dropped (which also drops
+/// every connection it accepted, as the end of the process would).
+pub async fn serve(listener: TcpListener, raft: Raft, sessions: Sessions) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, peer)) = accepted {
-                    connections.spawn(answer(stream, peer, raft.clone()));
+                    connections.spawn(answer(stream, peer, raft.clone(), sessions.clone()));
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -83,7 +98,7 @@ pub async fn serve(listener: TcpListener, raft: Raft) {
     }
 }
 
-async fn answer(mut stream: TcpStream, peer: std::net::SocketAddr, raft: Raft) {
+async fn answer(mut stream: TcpStream, peer: std::net::SocketAddr, raft: Raft, sessions: Sessions) {
     let _ = stream.set_nodelay(true);
     loop {
         let rpc: Rpc = match read_frame(&mut stream).await {
@@ -99,6 +114,11 @@ async fn answer(mut stream: TcpStream, peer: std::net::SocketAddr, raft: Raft) {
             Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
             Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),
             Rpc::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+            Rpc::Propose(command) => Reply::Propose(match raft.client_write(command).await {
+                Ok(written) => Ok(written.data),
+                Err(e) => Err(e.to_string()),
+            }),
+            Rpc::Heartbeat(id) => Reply::Heartbeat(sessions.heard(id)),
         };
         if write_frame(&mut stream, &reply).await.is_err() {
             return;
@@ -208,5 +228,43 @@ impl RaftNetwork<TypeConfig> for Peer {
             Reply::Vote(r) => self.remote(r),
             _ => Err(mismatched()),
         }
+    }
+}
+
+/// A connection to another node for this node's own requests (proposals, heartbeats):
+/// dialled on first use and again after any failure.
+#[derive(Default)]
+pub(crate) struct Link {
+    peer: Option<(String, TcpStream)>,
+}
+
+impl Link {
+    /// Sends RPC to the node at ADDRESS and reads its reply within TIMEOUT.
+    pub(crate) async fn call(
+        &mut self,
+        address: &str,
+        rpc: &Rpc,
+        timeout: Duration,
+    ) -> io::Result<Reply> {
+        let exchange = async {
+            let stream = match &mut self.peer {
+                Some((a, stream)) if a == address => stream,
+                _ => {
+                    let stream = TcpStream::connect(address).await?;
+                    let _ = stream.set_nodelay(true);
+                    &mut self.peer.insert((address.to_string(), stream)).1
+                }
+            };
+            write_frame(stream, rpc).await?;
+            read_frame::<Reply>(stream).await
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "no answer in time")),
+        };
+        if result.is_err() {
+            self.peer = None;
+        }
+        result
     }
 }

@@ -13,7 +13,7 @@ use openraft::{
     StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use crate::metadata::{Metadata, Response};
 use crate::{NodeId, TypeConfig};
@@ -38,6 +38,8 @@ pub struct StateMachine {
     dir: PathBuf,
     state: Arc<Mutex<Applied>>,
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// The metadata after each apply, for the broker to follow.
+    published: Arc<watch::Sender<Arc<Metadata>>>,
 }
 
 impl StateMachine {
@@ -59,16 +61,28 @@ impl StateMachine {
             Err(e) if e.kind() == io::ErrorKind::NotFound => (Applied::default(), None),
             Err(e) => return Err(e),
         };
+        let published = Arc::new(watch::channel(Arc::new(state.metadata.clone())).0);
         Ok(Self {
             dir: dir.to_path_buf(),
             state: Arc::new(Mutex::new(state)),
             snapshot: Arc::new(Mutex::new(snapshot)),
+            published,
         })
     }
 
     /// The metadata as applied so far on this node.
     pub async fn metadata(&self) -> Metadata {
         self.state.lock().await.metadata.clone()
+    }
+
+    /// The metadata as applied so far, and every later version as it is applied.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Metadata>> {
+        self.published.subscribe()
+    }
+
+    /// The metadata as last applied, without waiting.
+    pub fn current(&self) -> Arc<Metadata> {
+        self.published.borrow().clone()
     }
 
     async fn store(&self, stored: StoredSnapshot) -> Result<(), StorageError<NodeId>> {
@@ -136,6 +150,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             });
         }
+        self.published
+            .send_replace(Arc::new(state.metadata.clone()));
         Ok(responses)
     }
 
@@ -162,6 +178,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             data,
         })
         .await?;
+        self.published.send_replace(Arc::new(metadata.clone()));
         *self.state.lock().await = Applied {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),

@@ -55,27 +55,42 @@ async fn register(node: &Node, id: NodeId) -> Response {
 }
 
 async fn start(id: NodeId, root: &Path, port: u16, voters: &BTreeMap<NodeId, String>) -> Node {
-    Node::start(id, &root.join(id.to_string()), listener(port).await, voters)
-        .await
-        .expect("the node starts")
+    start_on(id, root, listener(port).await, voters).await
+}
+
+async fn start_on(
+    id: NodeId,
+    root: &Path,
+    listener: TcpListener,
+    voters: &BTreeMap<NodeId, String>,
+) -> Node {
+    Node::start(
+        id,
+        &root.join(id.to_string()),
+        listener,
+        voters,
+        exacta_cluster::node::DEFAULT_SESSION_TIMEOUT,
+    )
+    .await
+    .expect("the node starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_elect_replicate_fail_over_and_catch_up() {
     let root = tempfile::tempdir().unwrap();
     let mut ports = Vec::new();
+    let mut listeners = Vec::new();
     for _ in 0..3 {
         let l = listener(0).await;
         ports.push(l.local_addr().unwrap().port());
+        listeners.push(l);
     }
     let voters: BTreeMap<NodeId, String> = (1..=3)
         .map(|id| (id, format!("127.0.0.1:{}", ports[id as usize - 1])))
         .collect();
     let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        nodes.push(Some(
-            start(id, root.path(), ports[id as usize - 1], &voters).await,
-        ));
+    for (id, l) in (1..=3u64).zip(listeners) {
+        nodes.push(Some(start_on(id, root.path(), l, &voters).await));
     }
 
     wait_until("a leader", Duration::from_secs(10), || async {
@@ -144,9 +159,15 @@ async fn hostile_frames_on_the_cluster_port_close_only_that_connection() {
     let l = listener(0).await;
     let addr = l.local_addr().unwrap();
     let voters = BTreeMap::from([(1, addr.to_string())]);
-    let node = Node::start(1, &root.path().join("1"), l, &voters)
-        .await
-        .unwrap();
+    let node = Node::start(
+        1,
+        &root.path().join("1"),
+        l,
+        &voters,
+        exacta_cluster::node::DEFAULT_SESSION_TIMEOUT,
+    )
+    .await
+    .unwrap();
     wait_until(
         "the lone member to lead",
         Duration::from_secs(10),

@@ -30,7 +30,7 @@ cargo clippy --release --locked --all-targets -- -D warnings
 cargo build --release --locked --bin exacta --bin exacta-verify --bin exacta-sink
 cargo test --release --locked --workspace
 # Every fuzz target for a bounded time (full-length runs: FUZZ_SECONDS=600 scripts/fuzz.sh).
-FUZZ_SECONDS="${FUZZ_SECONDS:-15}" scripts/fuzz.sh
+FUZZ_SECONDS="${FUZZ_SECONDS:-8}" scripts/fuzz.sh
 # A real PostgreSQL server for the sink tests (Debian's package; installed when missing).
 . scripts/postgres.sh
 start_postgres

@@ -76,10 +76,15 @@ SIZED = {
                     ["-k", "bounces"]),
     "sink": ({"EXACTA_SINK_RECORDS": "1000000", "EXACTA_SINK_KILLS": "50",
               "EXACTA_SINK_BROKER_KILLS": "5"}, ["-k", "killed_while_records_flow"]),
+    "cluster": ({"EXACTA_CLUSTER_RECORDS": "300000", "EXACTA_CLUSTER_KILLS": "50"},
+                ["-k", "leader_kills"]),
+    "verify-injected": ({"EXACTA_VERIFY_INJECTED_RECORDS": "3000"},
+                        ["-k", "injected_errors_duplicates_and_blackholes"]),
 }
 SIZED_FILES = {"idempotence": "test_idempotence.py", "streams": "test_streams.py",
                "flink": "test_flink.py", "kafka": "test_kafka_tools.py",
-               "sink": "test_sink_faults.py"}
+               "sink": "test_sink_faults.py", "cluster": "test_cluster.py",
+               "verify": "test_verify.py"}
 
 
 def sized(name):
@@ -210,7 +215,8 @@ def main():
                              "injected", "kafka-python", "aiokafka", "aiokafka-injected", "kafkajs",
                              "kafkajs-injected", "idempotence", "idempotence-kafka-python",
                              "idempotence-other-clients",
-                             "kill9", "power-loss", "corrupt-tails", "streams", "flink", "kafka-tools", "sink"]
+                             "kill9", "power-loss", "corrupt-tails", "streams", "flink", "kafka-tools", "sink",
+                             "verify-injected", "cluster"]
     failed = []
     for name in names:
         print(f"## {name}", flush=True)

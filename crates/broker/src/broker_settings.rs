@@ -140,6 +140,7 @@ pub const SETTINGS: &[Setting] = &[
     }),
     stat!("auto.create.topics.enable", Boolean, auto_create_topics),
     stat!("broker.id", Int, node_id),
+    stat!("broker.session.timeout.ms", Long, broker_session_timeout_ms),
     topic_default!(
         "compression.type",
         "compression.type",
@@ -147,10 +148,29 @@ pub const SETTINGS: &[Setting] = &[
         compression_type
     ),
     stat!("connections.max.idle.ms", Long, connections_max_idle_ms),
-    fixed!("default.replication.factor", Int, 1),
+    stat!("controller.quorum.voters", String, voters, |c| Some(
+        c.voters.clone().unwrap_or_default()
+    )),
+    // A single node has one replica, whatever the setting says.
+    stat!(
+        "default.replication.factor",
+        Int,
+        default_replication_factor,
+        |c| Some(
+            if c.voters.is_some() {
+                c.default_replication_factor
+            } else {
+                1
+            }
+            .to_string()
+        )
+    ),
     fixed!("delete.topic.enable", Boolean, true),
     stat!("exacta.cluster.id", String, cluster_id, |c| Some(
         c.cluster_id.clone()
+    )),
+    stat!("exacta.cluster.listen", String, cluster_listen, |c| Some(
+        c.cluster_listen.clone().unwrap_or_default()
     )),
     stat!(
         "exacta.default.write.guarantee",
@@ -365,6 +385,7 @@ pub const SETTINGS: &[Setting] = &[
         }),
     },
     stat!("queued.max.request.bytes", Long, queued_request_bytes_max),
+    stat!("replica.lag.time.max.ms", Long, replica_lag_time_max_ms),
     stat!("socket.request.max.bytes", Int, frame_bytes_max),
     stat!(
         "transaction.max.timeout.ms",

@@ -76,6 +76,22 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub node_id: i32,
     pub cluster_id: String,
+    // A cluster (docs/cluster.md); all unset on a single node.
+    /// The metadata quorum's voters, `ID@HOST:PORT,...` (the same list on every node);
+    /// none: a single node.
+    pub voters: Option<String>,
+    /// Address of the cluster port (quorum and broker sessions); defaults to this node's
+    /// address in `voters`.
+    pub cluster_listen: Option<String>,
+    /// A broker the controller has not heard from for this long loses its leaderships
+    /// (`broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// A follower that has not caught up with its leader's log end for this long leaves
+    /// the ISR (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: i64,
+    /// Replicas of a topic created without a replication factor in a cluster
+    /// (`default.replication.factor`, capped by the brokers registered).
+    pub default_replication_factor: i32,
     /// Create a topic when a client asks for its metadata (`auto.create.topics.enable`).
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic, or of CreateTopics with -1 (`num.partitions`).
@@ -200,6 +216,11 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("./exacta-data"),
             node_id: 0,
             cluster_id: "exacta-cluster-0".into(),
+            voters: None,
+            cluster_listen: None,
+            broker_session_timeout_ms: 600,
+            replica_lag_time_max_ms: 10_000,
+            default_replication_factor: 3,
             auto_create_topics: true,
             num_partitions: 1,
             flush_policy: FlushPolicy::Always,
@@ -442,6 +463,20 @@ impl BrokerConfig {
             return bad("group_max_size and offsets_retention_minutes must be positive".into());
         }
         crate::advertised_host_port(self.advertised()).map_err(ConfigError::Invalid)?;
+        if let Some(voters) = &self.voters {
+            let me = u64::try_from(self.node_id).map_err(|_| {
+                ConfigError::Invalid(format!("node_id {} is negative", self.node_id))
+            })?;
+            exacta_cluster::voters::parse(voters, me).map_err(ConfigError::Invalid)?;
+        }
+        if self.broker_session_timeout_ms < 100 || self.replica_lag_time_max_ms < 100 {
+            return bad(
+                "broker_session_timeout_ms and replica_lag_time_max_ms must be at least 100".into(),
+            );
+        }
+        if self.default_replication_factor < 1 {
+            return bad("default_replication_factor must be at least 1".into());
+        }
         Ok(())
     }
 

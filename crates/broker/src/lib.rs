@@ -10,11 +10,14 @@
 //! - [`txns`]: the transaction coordinator runtime over `__transaction_state`.
 //! - [`cleaner`]: the background log cleaner (compaction) and its metrics.
 //! - [`flusher`]: group commit: one fsync covers every append waiting at that moment.
+//! - [`cluster`] and [`replication`]: membership of a cluster (`--voters`): the metadata
+//!   quorum, replicated partitions, leader epochs; absent on a single node.
 //! - [`config`]: settings and their limits; [`topic_config`]: topic-level configs;
 //!   [`broker_settings`]: the settings under Kafka's names, and the dynamic ones.
 
 pub mod broker_settings;
 pub mod cleaner;
+pub mod cluster;
 pub mod config;
 pub mod flusher;
 pub mod frames;
@@ -23,6 +26,7 @@ pub mod handlers;
 pub mod internal;
 pub mod metrics;
 pub mod partitions;
+pub mod replication;
 pub mod server;
 pub mod topic_config;
 pub mod txns;
@@ -36,6 +40,8 @@ pub struct Node {
     pub broker: std::sync::Arc<partitions::Broker>,
     pub groups: std::sync::Arc<groups::GroupRuntime>,
     pub txns: std::sync::Arc<txns::TxnRuntime>,
+    /// This broker's cluster membership; `None` on a single node.
+    pub cluster: Option<std::sync::Arc<cluster::ClusterRuntime>>,
 }
 
 /// Splits `host:port` for Metadata answers.

@@ -100,10 +100,19 @@ pub struct Partition {
     /// What a produced batch must satisfy (from the topic's configs).
     rules: RwLock<WriteRules>,
     flusher: Flusher,
+    /// This replica's part in a cluster (see `replication`); `Single` on a single node.
+    pub(crate) role: Mutex<crate::replication::Role>,
+    /// Whether `role` is anything but `Single` (the single-node path never locks it).
+    pub(crate) replicated: AtomicBool,
+    /// Offset below which the log is durable here by the flush rule (a leader's own part
+    /// of the high watermark).
+    pub(crate) local_durable: AtomicI64,
+    /// Bumped by every append; replica fetches wait on it.
+    appends: Arc<watch::Sender<u64>>,
 }
 
 impl Partition {
-    fn log(&self) -> MutexGuard<'_, PartitionLog> {
+    pub(crate) fn log(&self) -> MutexGuard<'_, PartitionLog> {
         // A poisoned lock means a panic mid-append; the log itself is consistent on disk
         // (recovery would rescan it), so keep serving rather than cascade the panic.
         self.log.lock().unwrap_or_else(|p| p.into_inner())
@@ -112,19 +121,34 @@ impl Partition {
     /// Appends validated batches and applies the partition's flush rule.
     /// An append that rolls the segment (fsyncs) runs off the async worker.
     pub fn append(self: &Arc<Self>, batches: &mut [u8]) -> Result<AppendInfo, ApiError> {
-        let info = {
+        self.append_as_leader(batches).map(|(info, _)| info)
+    }
+
+    /// [`Partition::append`], also returning the leader epoch the batches were appended
+    /// under. In a cluster the leadership is checked under the log lock, so a broker that
+    /// has just become a follower never appends a producer's batch.
+    pub fn append_as_leader(
+        self: &Arc<Self>,
+        batches: &mut [u8],
+    ) -> Result<(AppendInfo, i32), ApiError> {
+        let (info, epoch) = {
             let mut log = self.log();
             if log.append_rolls(batches) {
                 drop(log);
-                crate::blocking(|| self.log().append(batches))?
+                crate::blocking(|| {
+                    let mut log = self.log();
+                    let epoch = self.check_leader(-1)?;
+                    Ok::<_, ApiError>((log.append(batches)?, epoch))
+                })?
             } else {
-                log.append(batches)?
+                let epoch = self.check_leader(-1)?;
+                (log.append(batches)?, epoch)
             }
         };
         if !info.duplicate {
             self.after_append(info.last_offset);
         }
-        Ok(info)
+        Ok((info, epoch))
     }
 
     /// Called by the flusher: takes the file to fsync and the LEO it covers.
@@ -138,10 +162,21 @@ impl Partition {
     pub(crate) fn flushed(&self, offset: i64) {
         self.log().mark_flushed(offset);
         self.flushed_offset.fetch_max(offset, Ordering::AcqRel);
-        self.advance_high_watermark(offset);
+        self.durable_here(offset);
     }
 
-    fn advance_high_watermark(&self, offset: i64) {
+    /// Everything below OFFSET is durable here by the flush rule: on a single node that is
+    /// the high watermark; a leader also waits for its in-sync followers.
+    fn durable_here(&self, offset: i64) {
+        if !self.replicated.load(Ordering::Acquire) {
+            self.advance_high_watermark(offset);
+            return;
+        }
+        self.local_durable.fetch_max(offset, Ordering::AcqRel);
+        self.recompute_high_watermark();
+    }
+
+    pub(crate) fn advance_high_watermark(&self, offset: i64) {
         let moved = self.high_watermark.send_if_modified(|hw| {
             if offset > *hw {
                 *hw = offset;
@@ -241,14 +276,15 @@ impl Partition {
         Ok(offset)
     }
 
-    fn after_append(self: &Arc<Self>, last_offset: i64) {
+    pub(crate) fn after_append(self: &Arc<Self>, last_offset: i64) {
+        self.appends.send_modify(|n| *n = n.wrapping_add(1));
         let rule = self.write_rules().flush;
         if rule.per_append() {
             // Visible and acknowledged once the group fsync that covers it is done.
             self.queue_flush();
             return;
         }
-        self.advance_high_watermark(last_offset + 1);
+        self.durable_here(last_offset + 1);
         let _ = self.dirty_since_ms.compare_exchange(
             0,
             crate::now_ms().max(1),
@@ -260,7 +296,7 @@ impl Partition {
         }
     }
 
-    fn queue_flush(self: &Arc<Self>) {
+    pub(crate) fn queue_flush(self: &Arc<Self>) {
         if !self.flush_queued.swap(true, Ordering::AcqRel) {
             self.flusher.enqueue(Arc::clone(self));
         }
@@ -407,11 +443,13 @@ pub struct Broker {
     /// The settings in force and the dynamic layers (see `broker_settings`).
     pub(crate) live: RwLock<Arc<BrokerConfig>>,
     pub(crate) dynamic: Mutex<DynamicConfigs>,
-    store: TopicStore,
+    pub(crate) store: TopicStore,
     topics: RwLock<Topics>,
     /// Serializes topic metadata changes.
     admin: Mutex<()>,
     arrivals: Arc<watch::Sender<u64>>,
+    /// Bumped by every append to any partition (replica fetches long-poll on it).
+    appends: Arc<watch::Sender<u64>>,
     flusher: Flusher,
     producer_ids: Mutex<ProducerIdManager>,
     pub(crate) data_dir: PathBuf,
@@ -458,6 +496,7 @@ impl Broker {
             topics: RwLock::new(Topics::default()),
             admin: Mutex::new(()),
             arrivals,
+            appends: Arc::new(watch::channel(0u64).0),
             flusher,
             producer_ids,
             data_dir: data_dir.clone(),
@@ -496,7 +535,7 @@ impl Broker {
         Ok(Arc::new(broker))
     }
 
-    fn open_partition(
+    pub(crate) fn open_partition(
         &self,
         meta: &TopicMetadata,
         index: i32,
@@ -509,7 +548,17 @@ impl Broker {
         };
         let dir = self.store.partition_dir(&meta.name, index);
         let (log, info) = PartitionLog::open(&dir, configs.log_config(), clean)?;
-        let hw = log.log_end_offset();
+        let clustered =
+            self.config.voters.is_some() && !exacta_types::is_internal_topic(&meta.name);
+        // Everything on disk at open is durable here (see `PartitionLog::open`). On a
+        // single node that is the high watermark; a cluster replica may hold records its
+        // ISR never had, so it exposes nothing until the leader's watermark says so.
+        let durable = log.log_end_offset();
+        let hw = if clustered {
+            log.log_start_offset()
+        } else {
+            durable
+        };
         Ok((
             Arc::new(Partition {
                 topic: meta.name.clone(),
@@ -518,16 +567,27 @@ impl Broker {
                 high_watermark: watch::channel(hw).0,
                 arrivals: Arc::clone(&self.arrivals),
                 flush_queued: AtomicBool::new(false),
-                flushed_offset: AtomicI64::new(hw),
+                flushed_offset: AtomicI64::new(durable),
                 dirty_since_ms: AtomicI64::new(0),
                 rules: RwLock::new(configs.write_rules()),
                 flusher: self.flusher.clone(),
+                // A cluster node serves a partition only once the metadata gives it a
+                // role (internal topics stay local: their coordinators are not
+                // replicated yet).
+                role: Mutex::new(if clustered {
+                    crate::replication::Role::Absent
+                } else {
+                    crate::replication::Role::Single
+                }),
+                replicated: AtomicBool::new(clustered),
+                local_durable: AtomicI64::new(durable),
+                appends: Arc::clone(&self.appends),
             }),
             info,
         ))
     }
 
-    fn install(&self, topic: Topic) -> Arc<Topic> {
+    pub(crate) fn install(&self, topic: Topic) -> Arc<Topic> {
         let topic = Arc::new(topic);
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         topics.version += 1;
@@ -578,6 +638,11 @@ impl Broker {
     /// A receiver that sees a change whenever any high watermark moves.
     pub fn subscribe_arrivals(&self) -> watch::Receiver<u64> {
         self.arrivals.subscribe()
+    }
+
+    /// A receiver that sees a change whenever any partition is appended to.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appends.subscribe()
     }
 
     pub(crate) fn admin_lock(&self) -> MutexGuard<'_, ()> {
@@ -669,6 +734,11 @@ impl Broker {
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
         refuse_internal(name)?;
+        self.remove_topic(name)
+    }
+
+    /// Deletes a topic and its data, internal or not (a cluster's metadata dropped it).
+    pub(crate) fn remove_topic(&self, name: &str) -> Result<Arc<Topic>, ApiError> {
         let _admin = self.admin_lock();
         let topic = self.existing(name)?;
         {

@@ -47,6 +47,8 @@ pub enum ServerError {
     Open(#[from] OpenError),
     #[error("loading the coordinators: {0}")]
     Groups(String),
+    #[error("joining the cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
     #[error("closing storage: {0}")]
     Close(#[from] exacta_log::LogError),
 }
@@ -90,6 +92,9 @@ impl Server {
             }
             None => None,
         };
+        let cluster = crate::cluster::ClusterRuntime::start(&config)
+            .await
+            .map_err(ServerError::Cluster)?;
         let group_config = config.group_config();
         let offsets_partitions = config.offsets_topic_partitions;
         let txn_config = config.txn_config();
@@ -111,6 +116,7 @@ impl Server {
                 broker,
                 groups,
                 txns: Arc::new(txns),
+                cluster,
             })
         })?;
         Ok(Self {
@@ -166,6 +172,18 @@ impl Server {
         background.spawn(Arc::clone(&node.groups).tick_loop());
         background.spawn(Arc::clone(&node.txns).tick_loop());
         background.spawn(flush_loop(Arc::clone(&broker)));
+        if let Some(cluster) = &node.cluster {
+            let advertised = broker.config.advertised().to_string();
+            background.spawn(Arc::clone(cluster).register(advertised));
+            background.spawn(crate::replication::follow::run(
+                Arc::clone(&broker),
+                Arc::clone(cluster),
+            ));
+            background.spawn(crate::replication::isr::run(
+                Arc::clone(&broker),
+                Arc::clone(cluster),
+            ));
+        }
         let connections_open = Arc::new(AtomicUsize::new(0));
         let budget = RequestBudget::new(broker.config.queued_request_bytes_max);
         let mut connections = JoinSet::new();
@@ -199,6 +217,9 @@ impl Server {
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
+        }
+        if let Some(cluster) = &node.cluster {
+            cluster.controlled_shutdown(&broker).await;
         }
         tracing::info!(
             connections = connections.len(),

@@ -177,6 +177,16 @@ struct ServeArgs {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics [default: off].
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
+    /// This broker's id (in a cluster, its id in --voters) [default: 0].
+    #[arg(long, value_name = "ID")]
+    node_id: Option<i32>,
+    /// Join a cluster: the metadata quorum's voters, the same list on every node
+    /// [default: none, a single node].
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    voters: Option<String>,
+    /// Address of this node's cluster port [default: its address in --voters].
+    #[arg(long, value_name = "HOST:PORT")]
+    cluster_listen: Option<String>,
 }
 
 fn main() {
@@ -334,6 +344,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(metrics) = args.metrics_listen {
         config.metrics_listen = Some(metrics);
         config.explicit.insert("metrics_listen".into());
+    }
+    if let Some(id) = args.node_id {
+        config.node_id = id;
+        config.explicit.insert("node_id".into());
+    }
+    if let Some(voters) = args.voters {
+        config.voters = Some(voters);
+        config.explicit.insert("voters".into());
+    }
+    if let Some(address) = args.cluster_listen {
+        config.cluster_listen = Some(address);
+        config.explicit.insert("cluster_listen".into());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

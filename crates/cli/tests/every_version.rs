@@ -306,6 +306,27 @@ fn exchange(
                 .with_producer_epoch(-1),
             InitProducerIdResponse
         ),
+        ApiKey::OffsetForLeaderEpoch => {
+            use offset_for_leader_epoch_request::*;
+            let answer: OffsetForLeaderEpochResponse = c.try_call(
+                key,
+                v,
+                &OffsetForLeaderEpochRequest::default()
+                    .with_replica_id(BrokerId(-1))
+                    .with_topics(vec![OffsetForLeaderTopic::default()
+                        .with_topic(topic())
+                        .with_partitions(vec![OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(0)
+                            .with_leader_epoch(0)])]),
+            )?;
+            // A single node leads at epoch 0, which ends at the log end.
+            let p = &answer.topics[0].partitions[0];
+            if p.error_code != 0 || p.leader_epoch != 0 || p.end_offset < 1 {
+                return Err(format!("epoch 0 answered {p:?}"));
+            }
+            Ok(())
+        }
         ApiKey::AddPartitionsToTxn => {
             use add_partitions_to_txn_request::*;
             let topics = vec![AddPartitionsToTxnTopic::default()

@@ -108,6 +108,7 @@ mod tests {
             m.apply(&Command::RegisterBroker {
                 id,
                 address: format!("127.0.0.{id}:9092"),
+                incarnation: 0,
             });
         }
         m.apply(&Command::CreateTopic {

@@ -302,6 +302,7 @@ mod tests {
             payload: EntryPayload::Normal(Command::RegisterBroker {
                 id: index,
                 address: format!("127.0.0.1:{index}"),
+                incarnation: 0,
             }),
         }
     }

@@ -16,6 +16,10 @@ pub const PRODUCER_ID_BLOCK: i64 = 1000;
 pub struct Broker {
     /// The Kafka listener clients are given (`--advertised-listener`).
     pub address: String,
+    /// Chosen anew by the broker at each start: once its own metadata shows it, the
+    /// broker knows it has applied everything committed before it started.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +54,8 @@ pub enum Command {
     RegisterBroker {
         id: NodeId,
         address: String,
+        #[serde(default)]
+        incarnation: u64,
     },
     /// Partition `i` on `replicas[i]`, led by its first replica, all of them in sync.
     CreateTopic {
@@ -157,11 +163,16 @@ impl Metadata {
 
     fn try_apply(&mut self, command: &Command) -> Result<Response, String> {
         match command {
-            Command::RegisterBroker { id, address } => {
+            Command::RegisterBroker {
+                id,
+                address,
+                incarnation,
+            } => {
                 self.brokers.insert(
                     *id,
                     Broker {
                         address: address.clone(),
+                        incarnation: *incarnation,
                     },
                 );
                 Ok(Response::Done)
@@ -298,6 +309,7 @@ mod tests {
             m.apply(&Command::RegisterBroker {
                 id,
                 address: format!("127.0.0.{id}:9092"),
+                incarnation: 0,
             });
         }
         m

@@ -97,7 +97,7 @@ impl Node {
 
     /// The node this one believes leads the quorum.
     pub async fn leader(&self) -> Option<NodeId> {
-        self.raft.current_leader().await
+        self.raft.metrics().borrow().current_leader
     }
 
     /// Commits COMMAND through the quorum leader (forwarding it when another node leads),

@@ -48,6 +48,7 @@ async fn register(node: &Node, id: NodeId) -> Response {
         .client_write(Command::RegisterBroker {
             id,
             address: format!("127.0.0.{id}:9092"),
+            incarnation: 0,
         })
         .await
         .expect("a committed write")

@@ -93,6 +93,11 @@ pub enum ErrorCode {
     UnsupportedAssignor = 112,
     StaleMemberEpoch = 113,
     InvalidRegularExpression = 128,
+    NotLeaderOrFollower = 6,
+    LeaderNotAvailable = 5,
+    NotEnoughReplicasAfterAppend = 20,
+    FencedLeaderEpoch = 74,
+    UnknownLeaderEpoch = 75,
 }
 
 impl ErrorCode {
@@ -165,6 +170,11 @@ impl ErrorCode {
             112 => ErrorCode::UnsupportedAssignor,
             113 => ErrorCode::StaleMemberEpoch,
             128 => ErrorCode::InvalidRegularExpression,
+            6 => ErrorCode::NotLeaderOrFollower,
+            5 => ErrorCode::LeaderNotAvailable,
+            20 => ErrorCode::NotEnoughReplicasAfterAppend,
+            74 => ErrorCode::FencedLeaderEpoch,
+            75 => ErrorCode::UnknownLeaderEpoch,
             _ => return None,
         })
     }
@@ -245,6 +255,11 @@ impl ErrorCode {
             ErrorCode::UnsupportedAssignor => "UNSUPPORTED_ASSIGNOR",
             ErrorCode::StaleMemberEpoch => "STALE_MEMBER_EPOCH",
             ErrorCode::InvalidRegularExpression => "INVALID_REGULAR_EXPRESSION",
+            ErrorCode::NotLeaderOrFollower => "NOT_LEADER_OR_FOLLOWER",
+            ErrorCode::LeaderNotAvailable => "LEADER_NOT_AVAILABLE",
+            ErrorCode::NotEnoughReplicasAfterAppend => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+            ErrorCode::FencedLeaderEpoch => "FENCED_LEADER_EPOCH",
+            ErrorCode::UnknownLeaderEpoch => "UNKNOWN_LEADER_EPOCH",
         }
     }
 }

@@ -71,6 +71,7 @@ requests! {
     AddOffsetsToTxn(AddOffsetsToTxnRequest),
     EndTxn(EndTxnRequest),
     TxnOffsetCommit(TxnOffsetCommitRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
     DescribeConfigs(DescribeConfigsRequest),
     AlterConfigs(AlterConfigsRequest),
     DescribeLogDirs(DescribeLogDirsRequest),

@@ -69,6 +69,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     range(ApiKey::DescribeLogDirs, 1, 4),
     range(ApiKey::DeleteGroups, 0, 2),
     range(ApiKey::InitProducerId, 0, 5),
+    range(ApiKey::OffsetForLeaderEpoch, 2, 4),
     range(ApiKey::AddPartitionsToTxn, 0, 5),
     range(ApiKey::AddOffsetsToTxn, 0, 4),
     range(ApiKey::EndTxn, 0, 5),

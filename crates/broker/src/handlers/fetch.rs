@@ -6,6 +6,8 @@
 //!
 //! Fetch sessions (KIP-227) are not kept: every answer has session id 0, which tells the
 //! client to send full fetch requests. Topics are named (v4-v12) or identified (v13+).
+//! In a cluster only the partition's leader answers, at the client's current leader
+//! epoch (KIP-320); a follower's fetch (a replica id) is `replica_fetch`'s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,14 @@ use crate::partitions::{ApiError, Broker, Topic};
 const READ_COMMITTED: i8 = 1;
 
 pub fn handle(broker: &Arc<Broker>, request: FetchRequest, ctx: Ctx) -> Reply {
+    let replica = if ctx.version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    if replica >= 0 {
+        return super::replica_fetch::handle(broker, request, replica, ctx);
+    }
     let broker = Arc::clone(broker);
     Box::pin(async move {
         let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64);
@@ -55,17 +65,7 @@ fn build(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespons
     let mut has_error = false;
     let mut response = FetchResponse::default();
     for topic in &request.topics {
-        let found: Option<Arc<Topic>> = if version >= 13 {
-            broker.topic_by_id(topic.topic_id)
-        } else {
-            broker.topic(&topic.topic)
-        };
-        let mut topic_response = FetchableTopicResponse::default();
-        if version >= 13 {
-            topic_response.topic_id = topic.topic_id;
-        } else {
-            topic_response.topic = topic.topic.clone();
-        }
+        let (found, mut topic_response) = lookup(broker, topic, version);
         for p in &topic.partitions {
             let mut data = PartitionData::default()
                 .with_partition_index(p.partition)
@@ -98,7 +98,10 @@ fn build(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespons
             } else {
                 limit.max(1)
             };
-            match partition.read_isolated(p.fetch_offset, budget, committed) {
+            let read = partition
+                .check_leader(p.current_leader_epoch)
+                .and_then(|_| partition.read_isolated(p.fetch_offset, budget, committed));
+            match read {
                 Ok(read) => {
                     data.high_watermark = read.high_watermark;
                     data.last_stable_offset = read.last_stable_offset;
@@ -134,4 +137,20 @@ fn build(broker: &Broker, request: &FetchRequest, version: i16) -> (FetchRespons
         response.responses.push(topic_response);
     }
     (response, total, has_error)
+}
+
+/// A fetched topic by name (v4-v12) or id (v13+), and its answer with that name or id.
+pub(crate) fn lookup(
+    broker: &Broker,
+    topic: &kafka_protocol::messages::fetch_request::FetchTopic,
+    version: i16,
+) -> (Option<Arc<Topic>>, FetchableTopicResponse) {
+    let mut answer = FetchableTopicResponse::default();
+    if version >= 13 {
+        answer.topic_id = topic.topic_id;
+        (broker.topic_by_id(topic.topic_id), answer)
+    } else {
+        answer.topic = topic.topic.clone();
+        (broker.topic(&topic.topic), answer)
+    }
 }

@@ -1,5 +1,6 @@
 //! FindCoordinator (key 10): this broker coordinates every group and transactional id.
-//! Single (v0-v3) and batched (v4+) forms.
+//! Single (v0-v3) and batched (v4+) forms. In a cluster the coordinators are not
+//! replicated yet, so every key is answered COORDINATOR_NOT_AVAILABLE (docs/cluster.md).
 
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -19,6 +20,7 @@ pub fn handle(
     broker: &Broker,
     request: FindCoordinatorRequest,
     version: i16,
+    clustered: bool,
 ) -> FindCoordinatorResponse {
     let (host, port) = crate::advertised_host_port(broker.config.advertised()).unwrap_or_default();
     let node = BrokerId(broker.config.node_id);
@@ -31,6 +33,12 @@ pub fn handle(
                 return (
                     ErrorCode::InvalidRequest.code(),
                     message("empty transactional id"),
+                )
+            }
+            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION if clustered => {
+                return (
+                    ErrorCode::CoordinatorNotAvailable.code(),
+                    message("coordinators are not replicated in a cluster yet"),
                 )
             }
             KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {}

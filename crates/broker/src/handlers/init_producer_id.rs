@@ -22,14 +22,25 @@ pub async fn handle(
         Some(id) => {
             let expected = (request.producer_id.0 >= 0)
                 .then_some((request.producer_id.0, request.producer_epoch));
-            node.txns
-                .init_producer_id(id, request.transaction_timeout_ms, expected)
-                .await
+            if node.cluster.is_some() {
+                // The transaction coordinator is not replicated yet (docs/cluster.md).
+                Err(exacta_types::ErrorCode::CoordinatorNotAvailable)
+            } else {
+                node.txns
+                    .init_producer_id(id, request.transaction_timeout_ms, expected)
+                    .await
+            }
         }
-        None => node
-            .broker
-            .init_producer_id(request.producer_id.0, request.producer_epoch)
-            .map_err(|e| e.code),
+        None => match &node.cluster {
+            Some(cluster) => cluster
+                .init_producer_id(request.producer_id.0, request.producer_epoch)
+                .await
+                .map_err(|e| e.code),
+            None => node
+                .broker
+                .init_producer_id(request.producer_id.0, request.producer_epoch)
+                .map_err(|e| e.code),
+        },
     };
     match result {
         Ok((id, epoch)) => {

@@ -2,6 +2,8 @@
 //! -1 (latest: the high watermark, or the last stable offset for `read_committed`),
 //! -2 (earliest: the log start offset), -3 (the record with the largest timestamp), -4
 //! (earliest local, v8: the log start here) and -5 (latest tiered, v9: none here, -1).
+//! Answered by the partition's leader at the client's current leader epoch (v4+), else
+//! NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH.
 
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::list_offsets_response::{
@@ -39,7 +41,19 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
                 .with_leader_epoch(leader_epoch);
             let result = match broker.partition(&topic.name, p.partition_index) {
                 None => Err(ApiError::new(ErrorCode::UnknownTopicOrPartition, "")),
-                Some(partition) => lookup(&partition, p.timestamp, request.isolation_level == 1),
+                Some(partition) => {
+                    let requested = if version >= LEADER_EPOCH_MIN_VERSION {
+                        p.current_leader_epoch
+                    } else {
+                        -1
+                    };
+                    partition.check_leader(requested).and_then(|epoch| {
+                        if version >= LEADER_EPOCH_MIN_VERSION {
+                            pr.leader_epoch = epoch;
+                        }
+                        lookup(&partition, p.timestamp, request.isolation_level == 1)
+                    })
+                }
             };
             match result {
                 Ok(Some((offset, timestamp))) => {

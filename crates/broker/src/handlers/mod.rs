@@ -19,6 +19,8 @@ use crate::Node;
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod api_versions;
+pub mod cluster_metadata;
+pub mod cluster_refusals;
 pub mod configs;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -47,7 +49,9 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod replica_fetch;
 pub mod single_node;
 pub mod sync_group;
 pub mod txn_offset_commit;
@@ -96,11 +100,53 @@ pub fn dispatch(
         version: header.request_api_version,
         correlation_id: header.correlation_id,
     };
+    if let Some(cluster) = &node.cluster {
+        match request {
+            Request::Metadata(r) => {
+                let cluster = Arc::clone(cluster);
+                return later(node, ctx, move |n| async move {
+                    cluster_metadata::handle(&n, &cluster, r, ctx.version).await
+                });
+            }
+            Request::CreateTopics(r) => {
+                let cluster = Arc::clone(cluster);
+                return later(node, ctx, move |n| async move {
+                    create_topics::handle_cluster(&n.broker, &cluster, r, ctx.version).await
+                });
+            }
+            Request::DeleteTopics(r) => {
+                let cluster = Arc::clone(cluster);
+                return later(node, ctx, move |n| async move {
+                    delete_topics::handle_cluster(&n.broker, &cluster, r, ctx.version).await
+                });
+            }
+            Request::CreatePartitions(r) => {
+                return ctx.ready(&cluster_refusals::create_partitions(r))
+            }
+            Request::AlterConfigs(r) => return ctx.ready(&cluster_refusals::alter_configs(r)),
+            Request::IncrementalAlterConfigs(r) => {
+                return ctx.ready(&cluster_refusals::incremental_alter_configs(r))
+            }
+            Request::DeleteRecords(r) => return ctx.ready(&cluster_refusals::delete_records(r)),
+            other => return dispatch_common(node, peer, header, other, ctx),
+        }
+    }
+    dispatch_common(node, peer, header, request, ctx)
+}
+
+fn dispatch_common(
+    node: &Arc<Node>,
+    peer: SocketAddr,
+    header: &RequestHeader,
+    request: Request,
+    ctx: Ctx,
+) -> Reply {
     let broker = &node.broker;
     let groups = &node.groups;
     match request {
         Request::ApiVersions(_) => ctx.ready(&api_versions::handle(ctx.version)),
         Request::Metadata(r) => ctx.ready(&metadata::handle(broker, r, ctx.version)),
+        Request::OffsetForLeaderEpoch(r) => ctx.ready(&offset_for_leader_epoch::handle(broker, r)),
         Request::Produce(r) => produce::handle(node, r, ctx),
         Request::Fetch(r) => fetch::handle(broker, r, ctx),
         Request::ListOffsets(r) => ctx.ready(&list_offsets::handle(broker, r, ctx.version)),
@@ -154,7 +200,12 @@ pub fn dispatch(
         Request::DescribeProducers(r) => ctx.ready(&describe_producers::handle(broker, r)),
         Request::ListTransactions(r) => ctx.ready(&list_transactions::handle(node, r)),
         Request::DescribeTransactions(r) => ctx.ready(&describe_transactions::handle(node, r)),
-        Request::FindCoordinator(r) => ctx.ready(&find_coordinator::handle(broker, r, ctx.version)),
+        Request::FindCoordinator(r) => ctx.ready(&find_coordinator::handle(
+            broker,
+            r,
+            ctx.version,
+            node.cluster.is_some(),
+        )),
         Request::Heartbeat(r) => ctx.ready(&heartbeat::handle(groups, r)),
         Request::ListGroups(r) => ctx.ready(&list_groups::handle(groups, r)),
         Request::DescribeGroups(r) => ctx.ready(&describe_groups::handle(groups, r, ctx.version)),

@@ -9,6 +9,10 @@
 //!   REQUEST_TIMED_OUT (it may still become durable: the producer will retry). A topic
 //!   whose `min.insync.replicas` exceeds the one replica a node has refuses acks=all
 //!   writes with NOT_ENOUGH_REPLICAS, as Kafka does.
+//!
+//! In a cluster only the partition's leader takes the batch (else NOT_LEADER_OR_FOLLOWER),
+//! `min.insync.replicas` is checked against its ISR, and acks=all waits for the high
+//! watermark, which passes the batch once every in-sync replica has it durable.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +35,9 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
     let broker = &node.broker;
     let acks = request.acks;
     let mut response = ProduceResponse::default();
-    // (topic index, partition index, partition, last offset) of appends to wait for.
-    let mut waits: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    // (topic index, partition index, partition, last offset, leader epoch) of appends to
+    // wait for.
+    let mut waits: Vec<(usize, usize, Arc<Partition>, i64, i32)> = Vec::new();
     // Transaction records of partitions that joined a transaction implicitly (Produce
     // v12): durable before any answer, whatever the acks.
     let mut txn_records: Vec<crate::txns::Durable> = Vec::new();
@@ -70,7 +75,13 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
                     pr.log_start_offset = appended.info.log_start_offset;
                     pr.log_append_time_ms = appended.log_append_time_ms;
                     if appended.wait_for_fsync {
-                        waits.push((ti, pi, appended.partition, appended.info.last_offset));
+                        waits.push((
+                            ti,
+                            pi,
+                            appended.partition,
+                            appended.info.last_offset,
+                            appended.leader_epoch,
+                        ));
                     }
                 }
                 Err(e) => {
@@ -99,14 +110,20 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
     Box::pin(async move {
         crate::txns::TxnRuntime::durable_records(txn_records).await;
         let deadline = tokio::time::Instant::now() + timeout;
-        for (ti, pi, partition, last_offset) in waits {
+        for (ti, pi, partition, last_offset, epoch) in waits {
             let durable =
                 tokio::time::timeout_at(deadline, partition.wait_for_high_watermark(last_offset))
                     .await;
+            let pr = &mut response.responses[ti].partition_responses[pi];
             if durable.is_err() {
-                let pr = &mut response.responses[ti].partition_responses[pi];
                 pr.error_code = ErrorCode::RequestTimedOut.code();
                 pr.error_message = message("the batch was not fsynced within the request timeout");
+            } else if let Err(e) = partition.check_leader(epoch) {
+                // Leadership moved while waiting: the high watermark that passed the batch
+                // may be a new leader's, over other records. The producer retries; its
+                // sequence numbers make the retry a duplicate if the batch did survive.
+                pr.error_code = ErrorCode::NotLeaderOrFollower.code();
+                pr.error_message = message(e.message);
             }
         }
         ctx.encode(&response)
@@ -123,8 +140,11 @@ struct Appended {
     info: exacta_log::AppendInfo,
     /// The broker's timestamp under LogAppendTime, else -1.
     log_append_time_ms: i64,
-    /// The partition fsyncs every append: acks=all waits for it.
+    /// The partition fsyncs every append, or is replicated: acks=all waits for the high
+    /// watermark to pass the batch.
     wait_for_fsync: bool,
+    /// The leader epoch the batch was appended under.
+    leader_epoch: i32,
 }
 
 fn append(
@@ -152,11 +172,13 @@ fn append(
     let rules = partition.write_rules();
     let now = crate::now_ms();
     let (batch, decoded) = validate(&records, &rules, topic, now)?;
-    if acks == -1 && rules.min_insync_replicas > IN_SYNC_REPLICAS {
+    // NOT_LEADER_OR_FOLLOWER when this broker does not lead the partition (a cluster).
+    let in_sync = partition.in_sync_replicas()? as i32;
+    if acks == -1 && rules.min_insync_replicas > in_sync {
         return Err(ApiError::new(
             ErrorCode::NotEnoughReplicas,
             format!(
-                "The size of the current ISR ({IN_SYNC_REPLICAS}) is insufficient to satisfy \
+                "The size of the current ISR ({in_sync}) is insufficient to satisfy \
                  the min.isr requirement of {} for partition {topic}-{}",
                 rules.min_insync_replicas, data.index
             ),
@@ -169,6 +191,7 @@ fn append(
     } else {
         -1
     };
+    let mut epoch = 0;
     let info = if batch.is_transactional() {
         // Only into an open transaction that contains this partition, checked and
         // appended atomically with respect to the transaction's end.
@@ -180,7 +203,12 @@ fn append(
                 topic,
                 data.index,
                 version >= V2_MIN_VERSION,
-                || partition.append(&mut buf),
+                || {
+                    partition.append_as_leader(&mut buf).map(|(info, e)| {
+                        epoch = e;
+                        info
+                    })
+                },
             )
             .map_err(|mut e| {
                 // Produce answers a fenced producer INVALID_PRODUCER_EPOCH at every version,
@@ -191,18 +219,19 @@ fn append(
         txn_records.extend(added);
         info
     } else {
-        partition.append(&mut buf)?
+        let (info, e) = partition.append_as_leader(&mut buf)?;
+        epoch = e;
+        info
     };
+    let replicated = partition.is_replicated();
     Ok(Appended {
+        wait_for_fsync: rules.flush.per_append() || replicated,
         partition,
         info,
         log_append_time_ms,
-        wait_for_fsync: rules.flush.per_append(),
+        leader_epoch: epoch,
     })
 }
-
-/// Replicas in sync on a single node: the leader.
-const IN_SYNC_REPLICAS: i32 = 1;
 
 /// The codec the topic recompresses this batch into, if it uses another.
 fn recompression(rules: &WriteRules, batch: &BatchHeader) -> Option<i16> {

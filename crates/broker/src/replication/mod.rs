@@ -1,0 +1,413 @@
+//! Partition replication in a cluster, Kafka's ISR design under the Raft metadata quorum
+//! (docs/cluster.md): each partition has a leader, which takes every write, and followers,
+//! which fetch from it ([`fetcher`]) and append its batches as they are (same offsets, same
+//! leader epochs, the producer state rebuilt from them).
+//!
+//! - The **high watermark** on a leader is the smallest offset durable on every in-sync
+//!   replica: its own durable offset by the flush rule and each ISR follower's log end
+//!   offset as of its last fetch (a follower fetches offset N only after its log below N
+//!   is written, and fsynced when the flush rule asks for an fsync per append). It never
+//!   moves back. acks=all is answered once it passes the batch.
+//! - A follower's high watermark is the leader's, as of its last fetch, capped by its own
+//!   log end; a new leader starts from it and exposes nothing more until its ISR confirms.
+//! - Leader epochs fence stale leaders and readers: requests naming another epoch are
+//!   answered FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH, and a follower truncates its log
+//!   where it diverges from its new leader's (OffsetForLeaderEpoch, KIP-101/279).
+//! - [`follow`] applies the quorum's metadata to this broker: topics, roles, fetchers.
+//! - [`isr`]: the leader's ISR changes (shrink laggards, expand caught-up followers).
+
+pub mod fetcher;
+pub mod follow;
+pub mod isr;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use exacta_types::ErrorCode;
+
+use crate::partitions::{ApiError, Partition};
+
+/// A replica's part in its partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A single-node broker: the high watermark is what is durable here.
+    Single,
+    /// This broker leads the partition.
+    Leader(Leadership),
+    /// This broker fetches the partition from its leader.
+    Follower(Following),
+    /// The partition is placed on other brokers.
+    Absent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    pub me: i32,
+    pub epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// The log end offset when this epoch began (a follower joins the ISR only past it).
+    pub epoch_start: i64,
+    /// When this broker took the lead in this epoch (ms): followers not heard from yet
+    /// count as caught up then.
+    pub since_ms: i64,
+    /// Each follower's progress as of its last fetch in this epoch.
+    pub followers: HashMap<i32, Progress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// The follower's log end offset (everything below it is on the follower).
+    pub log_end: i64,
+    /// When the follower was last caught up (ms): a fetch from at least the leader's log
+    /// end as of the follower's previous fetch means it was caught up at that previous
+    /// fetch (Kafka's rule: under steady writes a follower never fetches from the very
+    /// end, yet is in sync).
+    pub caught_up_ms: i64,
+    /// The previous fetch: when, and the leader's log end then.
+    pub last_fetch_ms: i64,
+    pub leader_end_at_last_fetch: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Following {
+    pub leader: i32,
+    pub epoch: i32,
+    /// Whether the log was cut where it diverges from this leader's (done once per epoch).
+    pub truncated: bool,
+}
+
+/// No current leader epoch given (skip the check).
+const NO_EPOCH: i32 = -1;
+
+impl Partition {
+    fn role(&self) -> std::sync::MutexGuard<'_, Role> {
+        self.role.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of this replica's role.
+    pub fn role_now(&self) -> Role {
+        if !self.replicated.load(Ordering::Acquire) {
+            return Role::Single;
+        }
+        self.role().clone()
+    }
+
+    /// Whether the partition is replicated (its high watermark waits for followers).
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.load(Ordering::Acquire)
+    }
+
+    /// The leader epoch this broker serves the partition at, after checking that it leads
+    /// it and that the client's REQUESTED epoch (-1: unchecked) is that one.
+    pub fn check_leader(&self, requested: i32) -> Result<i32, ApiError> {
+        if !self.is_replicated() {
+            // A single node leads at epoch 0 (Metadata says so).
+            check_epoch(requested, 0, &self.topic, self.index)?;
+            return Ok(0);
+        }
+        let current = match &*self.role() {
+            Role::Single => 0,
+            Role::Leader(l) => l.epoch,
+            Role::Follower(_) | Role::Absent => return Err(self.not_leader()),
+        };
+        check_epoch(requested, current, &self.topic, self.index)?;
+        Ok(current)
+    }
+
+    /// How many replicas are in sync (1 on a single node); NOT_LEADER_OR_FOLLOWER when this
+    /// broker does not lead the partition.
+    pub fn in_sync_replicas(&self) -> Result<usize, ApiError> {
+        if !self.is_replicated() {
+            return Ok(1);
+        }
+        match &*self.role() {
+            Role::Leader(l) => Ok(l.isr.len()),
+            _ => Err(self.not_leader()),
+        }
+    }
+
+    fn not_leader(&self) -> ApiError {
+        ApiError::new(
+            ErrorCode::NotLeaderOrFollower,
+            format!(
+                "this broker does not lead {}-{}; refresh metadata",
+                self.topic, self.index
+            ),
+        )
+    }
+
+    /// Recomputes a leader's high watermark from its own durable offset and its ISR
+    /// followers' log ends (see the module docs).
+    pub(crate) fn recompute_high_watermark(&self) {
+        let role = self.role();
+        let Role::Leader(l) = &*role else {
+            return;
+        };
+        let mut hw = self.local_durable.load(Ordering::Acquire);
+        for f in l.isr.iter().filter(|&&f| f != l.me) {
+            match l.followers.get(f) {
+                Some(p) => hw = hw.min(p.log_end),
+                // Not heard from in this epoch yet: nothing new is committed.
+                None => return,
+            }
+        }
+        drop(role);
+        self.advance_high_watermark(hw);
+    }
+
+    /// Leads the partition at EPOCH with REPLICAS and ISR (ME among them). A new epoch
+    /// starts with no follower progress; the same epoch keeps it (an ISR change).
+    pub(crate) fn lead(&self, me: i32, epoch: i32, replicas: Vec<i32>, isr: Vec<i32>) {
+        {
+            // Lock order: the log, then the role (as appends take them).
+            let mut log = self.log();
+            log.set_leader_epoch(epoch);
+            let durable = if self.write_rules().flush.per_append() {
+                log.flushed_offset()
+            } else {
+                log.log_end_offset()
+            };
+            let log_end = log.log_end_offset();
+            let mut role = self.role();
+            let followers = match &*role {
+                // The same epoch: an ISR change. A follower it took out (the controller
+                // fenced it, or it lagged) must fetch again before it can be taken back,
+                // so a dead broker's last progress does not re-add it.
+                Role::Leader(l) if l.epoch == epoch => l
+                    .followers
+                    .iter()
+                    .filter(|(r, _)| isr.contains(r) || !l.isr.contains(r))
+                    .map(|(r, p)| (*r, *p))
+                    .collect(),
+                _ => {
+                    tracing::info!(topic = %self.topic, partition = self.index, epoch, "leading");
+                    HashMap::new()
+                }
+            };
+            let (epoch_start, since_ms) = match &*role {
+                Role::Leader(l) if l.epoch == epoch => (l.epoch_start, l.since_ms),
+                _ => (log_end, crate::now_ms()),
+            };
+            self.local_durable.store(durable, Ordering::Release);
+            *role = Role::Leader(Leadership {
+                me,
+                epoch,
+                replicas,
+                isr,
+                epoch_start,
+                since_ms,
+                followers,
+            });
+            self.replicated.store(true, Ordering::Release);
+        }
+        self.recompute_high_watermark();
+    }
+
+    /// Follows LEADER at EPOCH (a new epoch means truncating first).
+    pub(crate) fn follow(&self, leader: i32, epoch: i32) {
+        // Lock order: the log, then the role (as appends take them).
+        let mut log = self.log();
+        let mut role = self.role();
+        if matches!(&*role, Role::Follower(f) if f.leader == leader && f.epoch == epoch) {
+            return;
+        }
+        tracing::info!(topic = %self.topic, partition = self.index, leader, epoch, "following");
+        log.set_leader_epoch(epoch);
+        drop(log);
+        *role = Role::Follower(Following {
+            leader,
+            epoch,
+            truncated: false,
+        });
+        self.replicated.store(true, Ordering::Release);
+    }
+
+    /// The partition is placed elsewhere.
+    pub(crate) fn set_absent(&self) {
+        *self.role() = Role::Absent;
+        self.replicated.store(true, Ordering::Release);
+    }
+
+    /// A follower's fetch (Fetch with a replica id): checks leadership and epoch, records
+    /// the follower's log end (FETCH_OFFSET), moves the high watermark, and reads from
+    /// there up to this log's end. Returns the records, the high watermark and the log
+    /// start offset.
+    pub fn replica_fetch(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        epoch: i32,
+        max_bytes: usize,
+    ) -> Result<(bytes::Bytes, i64, i64), ApiError> {
+        let log_end = self.log().log_end_offset();
+        {
+            let mut role = self.role();
+            let Role::Leader(l) = &mut *role else {
+                return Err(self.not_leader());
+            };
+            check_epoch(epoch, l.epoch, &self.topic, self.index)?;
+            if !l.replicas.contains(&replica) {
+                return Err(ApiError::new(
+                    ErrorCode::NotLeaderOrFollower,
+                    format!(
+                        "broker {replica} is not a replica of {}-{}",
+                        self.topic, self.index
+                    ),
+                ));
+            }
+            let now = crate::now_ms();
+            let progress = l.followers.entry(replica).or_insert(Progress {
+                log_end: fetch_offset,
+                caught_up_ms: l.since_ms,
+                last_fetch_ms: now,
+                leader_end_at_last_fetch: i64::MAX,
+            });
+            progress.log_end = fetch_offset;
+            if fetch_offset >= log_end {
+                progress.caught_up_ms = now;
+            } else if fetch_offset >= progress.leader_end_at_last_fetch {
+                progress.caught_up_ms = progress.caught_up_ms.max(progress.last_fetch_ms);
+            }
+            progress.last_fetch_ms = now;
+            progress.leader_end_at_last_fetch = log_end;
+        }
+        self.recompute_high_watermark();
+        let log = self.log();
+        let read = log.read(fetch_offset, max_bytes, log_end)?;
+        Ok((read.records, self.high_watermark(), read.log_start_offset))
+    }
+
+    /// The ISR this leader would have now (laggards out, caught-up followers in), if that
+    /// differs from the current one: `(epoch, new isr)`.
+    pub(crate) fn isr_change(&self, lag_max_ms: i64) -> Option<(i32, Vec<i32>)> {
+        let role = self.role();
+        let Role::Leader(l) = &*role else {
+            return None;
+        };
+        let now = crate::now_ms();
+        let hw = self.high_watermark();
+        let mut isr: Vec<i32> = l
+            .isr
+            .iter()
+            .copied()
+            .filter(|&r| {
+                let caught_up_ms = l.followers.get(&r).map_or(l.since_ms, |p| p.caught_up_ms);
+                r == l.me || now - caught_up_ms <= lag_max_ms
+            })
+            .collect();
+        for (&r, p) in &l.followers {
+            let caught_up = p.log_end >= hw && p.log_end >= l.epoch_start;
+            if !isr.contains(&r) && caught_up && now - p.caught_up_ms <= lag_max_ms {
+                isr.push(r);
+            }
+        }
+        isr.sort_by_key(|r| l.replicas.iter().position(|x| x == r));
+        let mut current = l.isr.clone();
+        current.sort_by_key(|r| l.replicas.iter().position(|x| x == r));
+        (isr != current).then_some((l.epoch, isr))
+    }
+
+    /// This replica's log end offset.
+    pub fn log_end_offset(&self) -> i64 {
+        self.log().log_end_offset()
+    }
+
+    /// A follower at EPOCH cuts its log where it diverges from its leader's: the leader's
+    /// log ends at LEADER_END for LEADER_EPOCH (its answer to OffsetForLeaderEpoch for this
+    /// log's newest epoch). An undefined answer (the leader knows no such epoch, or this
+    /// log has none) cuts to the high watermark, which every in-sync replica has.
+    pub(crate) fn truncate_for_leader(
+        &self,
+        epoch: i32,
+        leader_epoch: i32,
+        leader_end: i64,
+    ) -> Result<(), ApiError> {
+        {
+            let mut log = self.log();
+            let cut = if leader_epoch < 0 || leader_end < 0 {
+                self.high_watermark()
+            } else {
+                let (_, own_end) = log.epoch_end_offset(leader_epoch);
+                let own_end = if own_end < 0 {
+                    log.log_end_offset()
+                } else {
+                    own_end
+                };
+                leader_end.min(own_end)
+            };
+            if cut < log.log_end_offset() {
+                if cut < self.high_watermark() {
+                    tracing::warn!(topic = %self.topic, partition = self.index, cut, hw = self.high_watermark(),
+                        "truncating below the high watermark");
+                }
+                log.truncate_to(cut)?;
+            }
+        }
+        let mut role = self.role();
+        if let Role::Follower(f) = &mut *role {
+            if f.epoch == epoch {
+                f.truncated = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// A follower appends RECORDS fetched from its leader (fsynced before returning when
+    /// the flush rule fsyncs every append) and takes the leader's high watermark, capped by
+    /// its own log end.
+    pub(crate) fn append_from_leader(
+        self: &Arc<Self>,
+        epoch: i32,
+        records: &[u8],
+        leader_hw: i64,
+    ) -> Result<(), ApiError> {
+        let per_append = self.write_rules().flush.per_append();
+        let log_end = {
+            let mut log = self.log();
+            if !matches!(&*self.role(), Role::Follower(f) if f.epoch == epoch) {
+                // The role changed since the fetch was sent: drop its answer.
+                return Ok(());
+            }
+            if !records.is_empty() {
+                log.append_replica(records)?;
+                if per_append {
+                    log.flush();
+                }
+            }
+            log.log_end_offset()
+        };
+        if !records.is_empty() {
+            if per_append {
+                self.flushed(log_end);
+            } else {
+                self.after_append(log_end - 1);
+            }
+        }
+        self.advance_high_watermark(leader_hw.min(log_end));
+        Ok(())
+    }
+
+    /// OffsetForLeaderEpoch on this replica: `(epoch, end offset)`.
+    pub fn epoch_end_offset(&self, requested: i32) -> (i32, i64) {
+        self.log().epoch_end_offset(requested)
+    }
+}
+
+/// FENCED_LEADER_EPOCH for an older epoch, UNKNOWN_LEADER_EPOCH for a newer one (the
+/// client knows a leader this broker has not heard of yet).
+fn check_epoch(requested: i32, current: i32, topic: &str, partition: i32) -> Result<(), ApiError> {
+    if requested == NO_EPOCH || requested == current {
+        return Ok(());
+    }
+    let code = if requested < current {
+        ErrorCode::FencedLeaderEpoch
+    } else {
+        ErrorCode::UnknownLeaderEpoch
+    };
+    Err(ApiError::new(
+        code,
+        format!("{topic}-{partition} is at leader epoch {current}, the request names {requested}"),
+    ))
+}

@@ -6,6 +6,7 @@ loopback address.
 CI size by default; scripts/reliability.sh runs EXACTA_CLUSTER_RECORDS=300000 with
 EXACTA_CLUSTER_KILLS=50."""
 
+import json
 import os
 import random
 import subprocess
@@ -107,6 +108,9 @@ def test_metadata_lists_every_broker_replica_and_isr(cluster):
         list(admin.incremental_alter_configs([change]).values())[0].result()
     assert refused.value.args[0].name() == "INVALID_REQUEST"
     assert len(partitions(admin, "meta")) == PARTITIONS
+    described = admin.describe_cluster(request_timeout=10).result()
+    assert sorted(n.id for n in described.nodes) == [1, 2, 3]
+    assert described.controller is not None and described.controller.id in (1, 2, 3)
     # Every node answers the same metadata.
     for n in cluster.nodes:
         one = AdminClient({"bootstrap.servers": n.address}).list_topics("meta", timeout=10)
@@ -188,6 +192,14 @@ def test_a_torn_replica_refetches_from_its_leader(cluster):
     assert segment.stat().st_size == size
 
 
+def status(cluster):
+    out = subprocess.run([str(BIN), "cluster", "--bootstrap-server", cluster.bootstrap,
+                          "--output", "json", "status"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
 def run_node(args, timeout=20):
     return subprocess.run([str(BIN), "serve", *args], capture_output=True, text=True,
                           timeout=timeout)
@@ -249,12 +261,22 @@ def test_sigterm_moves_leadership_before_the_node_stops(cluster):
     # Moved before the process ended: no session timeout to wait for.
     assert partitions(admin, topic)[0].leader != leader
     assert leader not in partitions(admin, topic)[0].isrs
+    # `exacta cluster status` shows the node down and its partitions under-replicated.
+    down = status(cluster)
+    assert {n["node"]: n["answers"] for n in down["nodes"]} == \
+        {n.id: n.id != leader for n in cluster.nodes}
+    assert down["under_replicated"] >= PARTITIONS and down["offline"] == 0, down
+    assert all(str(leader) not in p["isr"].split(",") for p in down["listed"]), down
     for i in range(1000):
         producer.produce(topic, value=f"b{i}")
     assert producer.flush(30) == 0
     cluster.restart(leader)
     wait_for(lambda: all(len(p.isrs) == 3 for p in partitions(admin, topic).values()), 30,
              "the restarted node back in every ISR")
+    healthy = status(cluster)
+    assert healthy["under_replicated"] == 0 and healthy["offline"] == 0, healthy
+    assert all(n["answers"] for n in healthy["nodes"])
+    assert sum(n["controller"] for n in healthy["nodes"]) == 1
     seen = read_all(cluster, topic, 2000)
     assert sorted(seen) == sorted([f"a{i}" for i in range(1000)] + [f"b{i}" for i in range(1000)])
     wait_for(lambda: replicas_identical(cluster, topic), 30, "identical replicas")

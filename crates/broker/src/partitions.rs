@@ -277,7 +277,10 @@ impl Partition {
     }
 
     pub(crate) fn after_append(self: &Arc<Self>, last_offset: i64) {
-        self.appends.send_modify(|n| *n = n.wrapping_add(1));
+        if self.replicated.load(Ordering::Acquire) {
+            // Wakes the followers' long-polling fetches.
+            self.appends.send_modify(|n| *n = n.wrapping_add(1));
+        }
         let rule = self.write_rules().flush;
         if rule.per_append() {
             // Visible and acknowledged once the group fsync that covers it is done.

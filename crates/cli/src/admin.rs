@@ -22,25 +22,29 @@ pub enum Output {
 }
 
 /// Rows with named columns, printed as an aligned table or a JSON array of objects.
-struct Rows {
+pub(crate) struct Rows {
     columns: Vec<&'static str>,
     rows: Vec<Vec<Value>>,
 }
 
 impl Rows {
-    fn new(columns: &[&'static str]) -> Self {
+    pub(crate) fn new(columns: &[&'static str]) -> Self {
         Self {
             columns: columns.to_vec(),
             rows: Vec::new(),
         }
     }
 
-    fn push(&mut self, row: Vec<Value>) {
+    pub(crate) fn push(&mut self, row: Vec<Value>) {
         self.rows.push(row);
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     /// The rows as JSON objects keyed by snake_case column names.
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         Value::Array(
             self.rows
                 .iter()
@@ -58,7 +62,7 @@ impl Rows {
     }
 
     /// Prints to stdout; a closed pipe (`| head`) just ends the output.
-    fn print(&self, output: Output) {
+    pub(crate) fn print(&self, output: Output) {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
         match output {

@@ -1,6 +1,7 @@
 //! `exacta`: the one binary. `exacta serve` runs a Kafka-compatible broker.
 
 mod admin;
+mod cluster_status;
 mod data;
 
 use std::path::PathBuf;
@@ -55,6 +56,13 @@ enum Command {
         target: Target,
         #[command(subcommand)]
         command: admin::TxnCommand,
+    },
+    /// The cluster: nodes, leaders, under-replicated and offline partitions.
+    Cluster {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        command: cluster_status::ClusterCommand,
     },
     /// Write lines from stdin to a topic (key before --key-separator, headers).
     Produce {
@@ -220,6 +228,9 @@ fn run() -> anyhow::Result<()> {
         }),
         Command::Txn { target, command } => admin_command(target, |cluster, output| {
             Box::pin(admin::txn(cluster, command, output))
+        }),
+        Command::Cluster { target, command } => admin_command(target, |cluster, output| {
+            Box::pin(cluster_status::run(cluster, command, output))
         }),
         Command::Produce { target, args } => {
             admin_command(target, |cluster, _| Box::pin(data::produce(cluster, args)))

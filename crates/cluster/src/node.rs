@@ -97,6 +97,11 @@ impl Node {
 
     /// The node this one believes leads the quorum.
     pub async fn leader(&self) -> Option<NodeId> {
+        self.current_leader()
+    }
+
+    /// [`Node::leader`] without waiting (from the latest Raft metrics).
+    pub fn current_leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
     }
 

@@ -128,6 +128,9 @@ pub fn dispatch(
                 return ctx.ready(&cluster_refusals::incremental_alter_configs(r))
             }
             Request::DeleteRecords(r) => return ctx.ready(&cluster_refusals::delete_records(r)),
+            Request::WriteTxnMarkers(r) => {
+                return ctx.ready(&cluster_refusals::write_txn_markers(r))
+            }
             other => return dispatch_common(node, peer, header, other, ctx),
         }
     }
@@ -168,7 +171,7 @@ fn dispatch_common(
         Request::IncrementalAlterConfigs(r) => {
             ctx.ready(&crate::blocking(|| configs::alter(broker, r)))
         }
-        Request::DescribeCluster(r) => ctx.ready(&describe_cluster::handle(broker, r)),
+        Request::DescribeCluster(r) => ctx.ready(&describe_cluster::handle(node, r)),
         Request::InitProducerId(r) => later(node, ctx, move |n| async move {
             init_producer_id::handle(&n, r, ctx.version).await
         }),

@@ -10,10 +10,6 @@
 # and Maven from Debian if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Line tables are enough for panics' file:line in test output, and make the many release
-# test binaries much cheaper to build and link than full debug info (profiling builds keep
-# the profile's `debug = 1`).
-export CARGO_PROFILE_RELEASE_DEBUG="${CARGO_PROFILE_RELEASE_DEBUG:-line-tables-only}"
 
 if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     apt-get update -qq && apt-get install -y -qq python3-venv

@@ -103,14 +103,7 @@ mod tests {
 
     #[test]
     fn only_expired_brokers_holding_partitions_are_fenced() {
-        let mut m = Metadata::default();
-        for id in 1..=3 {
-            m.apply(&Command::RegisterBroker {
-                id,
-                address: format!("127.0.0.{id}:9092"),
-                incarnation: 0,
-            });
-        }
+        let mut m = crate::metadata::registered(3);
         m.apply(&Command::CreateTopic {
             name: "t".into(),
             id: String::new(),

@@ -299,20 +299,26 @@ impl Metadata {
     }
 }
 
+/// Metadata with brokers 1..=COUNT registered (for tests).
+#[cfg(test)]
+pub(crate) fn registered(count: NodeId) -> Metadata {
+    let mut m = Metadata::default();
+    for id in 1..=count {
+        m.apply(&Command::RegisterBroker {
+            id,
+            address: format!("127.0.0.{id}:9092"),
+            incarnation: 0,
+        });
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn with_brokers() -> Metadata {
-        let mut m = Metadata::default();
-        for id in 1..=3 {
-            m.apply(&Command::RegisterBroker {
-                id,
-                address: format!("127.0.0.{id}:9092"),
-                incarnation: 0,
-            });
-        }
-        m
+        registered(3)
     }
 
     #[test]

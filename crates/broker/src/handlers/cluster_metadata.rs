@@ -81,12 +81,7 @@ async fn create(
     allow_create: bool,
 ) -> MetadataResponseTopic {
     let broker = &node.broker;
-    let error = |code: ErrorCode| {
-        MetadataResponseTopic::default()
-            .with_name(Some(name.clone()))
-            .with_topic_id(Uuid::nil())
-            .with_error_code(code.code())
-    };
+    let error = |code: ErrorCode| super::metadata::failed(&name, code);
     if !(allow_create && broker.config.auto_create_topics) {
         return error(ErrorCode::UnknownTopicOrPartition);
     }

@@ -60,12 +60,7 @@ fn by_name(
     if let Some(topic) = broker.topic(&name) {
         return describe(&topic, node);
     }
-    let error = |code: ErrorCode| {
-        MetadataResponseTopic::default()
-            .with_name(Some(name.clone()))
-            .with_topic_id(Uuid::nil())
-            .with_error_code(code.code())
-    };
+    let error = |code: ErrorCode| failed(&name, code);
     if !(allow_create && broker.config.auto_create_topics) {
         return error(ErrorCode::UnknownTopicOrPartition);
     }
@@ -81,6 +76,14 @@ fn by_name(
             error(e.code)
         }
     }
+}
+
+/// A topic that could not be described (or created) with why, as both forms answer it.
+pub(crate) fn failed(name: &TopicName, code: ErrorCode) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(name.clone()))
+        .with_topic_id(Uuid::nil())
+        .with_error_code(code.code())
 }
 
 fn describe(topic: &Topic, node: BrokerId) -> MetadataResponseTopic {

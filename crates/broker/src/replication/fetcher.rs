@@ -124,7 +124,7 @@ async fn fetch_from(broker: Arc<Broker>, cluster: Arc<ClusterRuntime>, leader: i
         }
         let conn = connection.as_mut().expect("connected above");
         let round = async {
-            truncate(conn, &broker, cluster.me, &partitions).await?;
+            truncate(conn, cluster.me, &partitions).await?;
             fetch(conn, &broker, cluster.me, &partitions).await
         };
         if let Err(e) = round.await {
@@ -143,7 +143,6 @@ fn still_following(p: &Partition, epoch: i32) -> bool {
 /// Step 1 of the module docs, for the partitions not yet truncated in their epoch.
 async fn truncate(
     conn: &mut Connection,
-    broker: &Arc<Broker>,
     me: i32,
     partitions: &[Arc<Partition>],
 ) -> Result<(), String> {
@@ -197,7 +196,6 @@ async fn truncate(
             }
         }
     }
-    let _ = broker;
     Ok(())
 }
 

@@ -241,18 +241,32 @@ impl Partition {
         epoch: i32,
         max_bytes: usize,
     ) -> Result<(bytes::Bytes, i64, i64), ApiError> {
-        let log_end = self.log().log_end_offset();
+        let (log_start, log_end) = {
+            let log = self.log();
+            (log.log_start_offset(), log.log_end_offset())
+        };
         {
             let mut role = self.role();
             let Role::Leader(l) = &mut *role else {
                 return Err(self.not_leader());
             };
             check_epoch(epoch, l.epoch, &self.topic, self.index)?;
-            if !l.replicas.contains(&replica) {
+            if replica == l.me || !l.replicas.contains(&replica) {
                 return Err(ApiError::new(
                     ErrorCode::NotLeaderOrFollower,
                     format!(
                         "broker {replica} is not a replica of {}-{}",
+                        self.topic, self.index
+                    ),
+                ));
+            }
+            // A follower's log ends within the leader's once it has truncated; any other
+            // offset is refused before it can count as progress (and move the HW).
+            if !(log_start..=log_end).contains(&fetch_offset) {
+                return Err(ApiError::new(
+                    ErrorCode::OffsetOutOfRange,
+                    format!(
+                        "replica fetch offset {fetch_offset} outside {log_start}..={log_end} of {}-{}",
                         self.topic, self.index
                     ),
                 ));
@@ -410,4 +424,86 @@ fn check_epoch(requested: i32, current: i32, topic: &str, partition: i32) -> Res
         code,
         format!("{topic}-{partition} is at leader epoch {current}, the request names {requested}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::partitions::Broker;
+
+    /// A cluster node's partition led here (node 1, epoch 3, replicas 1-3) holding one
+    /// record, with a replica fetch from each follower as hostile or honest as asked.
+    #[test]
+    fn replica_fetches_are_checked_before_they_count_as_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            voters: Some("1@127.0.0.1:1,2@127.0.0.1:2,3@127.0.0.1:3".into()),
+            node_id: 1,
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        let topic = broker
+            .create_topic("t", 1, Default::default(), false)
+            .unwrap();
+        let p = Arc::clone(&topic.partitions[0]);
+        assert_eq!(
+            p.role_now(),
+            Role::Absent,
+            "no role before the metadata gives one"
+        );
+        p.lead(1, 3, vec![1, 2, 3], vec![1, 2, 3]);
+        let mut batch = exacta_wire::batch::build_batch(
+            &[b"r".to_vec()],
+            1_700_000_000_000,
+            kafka_protocol::records::Compression::None,
+        );
+        let (info, epoch) = p.append_as_leader(&mut batch).unwrap();
+        assert_eq!((info.base_offset, epoch), (0, 3));
+        let code = |r: Result<_, ApiError>| r.map(|_| ()).unwrap_err().code;
+        assert_eq!(
+            code(p.replica_fetch(2, 2, 3, 1 << 20)),
+            ErrorCode::OffsetOutOfRange
+        );
+        assert_eq!(
+            code(p.replica_fetch(2, i64::MAX, 3, 1 << 20)),
+            ErrorCode::OffsetOutOfRange
+        );
+        assert_eq!(
+            code(p.replica_fetch(3, -1, 3, 1 << 20)),
+            ErrorCode::OffsetOutOfRange
+        );
+        assert_eq!(
+            code(p.replica_fetch(7, 1, 3, 1 << 20)),
+            ErrorCode::NotLeaderOrFollower
+        );
+        assert_eq!(
+            code(p.replica_fetch(1, 1, 3, 1 << 20)),
+            ErrorCode::NotLeaderOrFollower
+        );
+        assert_eq!(
+            code(p.replica_fetch(2, 1, 2, 1 << 20)),
+            ErrorCode::FencedLeaderEpoch
+        );
+        assert_eq!(
+            code(p.replica_fetch(2, 1, 4, 1 << 20)),
+            ErrorCode::UnknownLeaderEpoch
+        );
+        // None of that moved the high watermark: no follower has confirmed anything.
+        assert_eq!(p.high_watermark(), 0);
+        // Follower 2 at offset 0 gets the record; both at 1 commit it once it is durable.
+        let (records, hw, _) = p.replica_fetch(2, 0, 3, 1 << 20).unwrap();
+        assert!(!records.is_empty());
+        assert_eq!(hw, 0);
+        p.replica_fetch(2, 1, 3, 1 << 20).unwrap();
+        assert_eq!(p.high_watermark(), 0, "follower 3 has not confirmed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while p.high_watermark() < 1 && std::time::Instant::now() < deadline {
+            p.replica_fetch(3, 1, 3, 1 << 20).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(p.high_watermark(), 1);
+        assert_eq!(p.in_sync_replicas().unwrap(), 3);
+    }
 }

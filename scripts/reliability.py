@@ -78,18 +78,20 @@ SIZED = {
               "EXACTA_SINK_BROKER_KILLS": "5"}, ["-k", "killed_while_records_flow"]),
     "cluster": ({"EXACTA_CLUSTER_RECORDS": "300000", "EXACTA_CLUSTER_KILLS": "50"},
                 ["-k", "leader_kills"]),
+    "cluster-groups": ({"EXACTA_CLUSTER_GROUP_RECORDS": "200000",
+                        "EXACTA_CLUSTER_GROUP_KILLS": "20"}, ["-k", "coordinator_kills"]),
     "verify-injected": ({"EXACTA_VERIFY_INJECTED_RECORDS": "3000"},
                         ["-k", "injected_errors_duplicates_and_blackholes"]),
 }
 SIZED_FILES = {"idempotence": "test_idempotence.py", "streams": "test_streams.py",
                "flink": "test_flink.py", "kafka": "test_kafka_tools.py",
                "sink": "test_sink_faults.py", "cluster": "test_cluster.py",
-               "verify": "test_verify.py"}
+               "cluster-groups": "test_cluster_groups.py", "verify": "test_verify.py"}
 
 
 def sized(name):
     env, selection = SIZED[name]
-    test = SIZED_FILES.get(name.split("-")[0], "test_durability.py")
+    test = SIZED_FILES.get(name) or SIZED_FILES.get(name.split("-")[0], "test_durability.py")
     cmd = [sys.executable, "-m", "pytest", "-q", "-s", "--timeout", "7200", "-p",
            "no:cacheprovider", str(ROOT / "tests" / "interop" / test), *selection]
     print("$", " ".join(f"{k}={v}" for k, v in env.items()), "pytest", test, *selection, flush=True)
@@ -216,7 +218,7 @@ def main():
                              "kafkajs-injected", "idempotence", "idempotence-kafka-python",
                              "idempotence-other-clients",
                              "kill9", "power-loss", "corrupt-tails", "streams", "flink", "kafka-tools", "sink",
-                             "verify-injected", "cluster"]
+                             "verify-injected", "cluster", "cluster-groups"]
     failed = []
     for name in names:
         print(f"## {name}", flush=True)

@@ -9,6 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from harness import BIN, wait_for
 
 
@@ -111,3 +114,30 @@ class Cluster:
     def stop(self):
         for n in self.nodes:
             n.kill9()
+
+
+def create_topic(cluster, topic, partitions=3, rf=3, configs=None):
+    """Creates TOPIC through any node; returns the admin client used."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    futures = admin.create_topics([NewTopic(topic, partitions, rf, config=configs or {})],
+                                  operation_timeout=20)
+    futures[topic].result()
+    return admin
+
+
+def partitions(admin, topic):
+    """TOPIC's partitions as the metadata has them."""
+    # A metadata request librdkafka had sent to the node just killed fails as a timeout
+    # (it does not resend it); ask again.
+    for _ in range(5):
+        try:
+            return admin.list_topics(topic, timeout=3).topics[topic].partitions
+        except KafkaException as e:
+            last = e
+    raise last
+
+
+def all_in_sync(admin, *topics):
+    """Whether every partition of TOPICS has all its replicas in sync."""
+    return all(len(p.isrs) == len(p.replicas)
+               for t in topics for p in partitions(admin, t).values())

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                   NewPartitions, NewTopic)
 
-from cluster_harness import Cluster
+from cluster_harness import Cluster, create_topic as create, partitions
 from harness import BIN, wait_for
 
 RECORDS = int(os.environ.get("EXACTA_CLUSTER_RECORDS", "40000"))
@@ -30,25 +30,6 @@ def cluster(tmp_path):
     c = Cluster(tmp_path).start()
     yield c
     c.stop()
-
-
-def create(cluster, topic, partitions=PARTITIONS, rf=3, configs=None):
-    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    futures = admin.create_topics([NewTopic(topic, partitions, rf, config=configs or {})],
-                                  operation_timeout=20)
-    futures[topic].result()
-    return admin
-
-
-def partitions(admin, topic):
-    # A metadata request librdkafka had sent to the node just killed fails as a timeout
-    # (it does not resend it); ask again.
-    for _ in range(5):
-        try:
-            return admin.list_topics(topic, timeout=3).topics[topic].partitions
-        except KafkaException as e:
-            last = e
-    raise last
 
 
 def read_all(cluster, topic, expected, timeout=60):

@@ -33,6 +33,8 @@ pub struct ClusterRuntime {
     /// Set by a controlled shutdown: replica fetchers stop, so the new leaders do not take
     /// this broker back into their ISRs.
     stopping: std::sync::atomic::AtomicBool,
+    /// How many voters the cluster has.
+    voters: usize,
 }
 
 impl std::fmt::Debug for ClusterRuntime {
@@ -108,6 +110,7 @@ impl ClusterRuntime {
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             incarnation: uuid::Uuid::new_v4().as_u64_pair().0,
             stopping: std::sync::atomic::AtomicBool::new(false),
+            voters: voters.len(),
         })))
     }
 
@@ -200,6 +203,11 @@ impl ClusterRuntime {
         self.metadata.clone()
     }
 
+    /// A receiver bumped each time this broker has applied a metadata version.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
     /// Called by the metadata follower once a version is applied to the partitions.
     pub(crate) fn mark_applied(&self) {
         self.applied.send_modify(|n| *n = n.wrapping_add(1));
@@ -281,6 +289,43 @@ impl ClusterRuntime {
         self.wait_applied(|b| b.topic(name).is_some_and(|t| t.id == id), broker)
             .await?;
         Ok(id)
+    }
+
+    /// Proposes internal topic NAME with PARTITIONS and CONFIGS, replicated on 3 brokers
+    /// (Kafka's `offsets.topic.replication.factor`), or on every voter of a smaller
+    /// cluster, once that many have registered. Returns whether it was proposed; losing
+    /// the race to another broker's proposal is fine.
+    pub async fn create_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<bool, ApiError> {
+        let brokers: Vec<u64> = self.metadata().brokers.keys().copied().collect();
+        let rf = self.voters.min(3);
+        if brokers.len() < rf {
+            return Ok(false);
+        }
+        let id = uuid::Uuid::new_v4();
+        let start = (id.as_u128() % brokers.len() as u128) as usize;
+        let replicas = exacta_cluster::controller::place(&brokers, partitions as usize, rf, start);
+        let command = Command::CreateTopic {
+            name: name.to_string(),
+            id: id.to_string(),
+            replicas,
+            configs,
+        };
+        if let Response::Refused(why) = self.propose(command).await? {
+            tracing::debug!(topic = name, why, "internal topic proposal refused");
+            return Ok(false);
+        }
+        tracing::info!(
+            topic = name,
+            partitions,
+            replication_factor = rf,
+            "internal topic created"
+        );
+        Ok(true)
     }
 
     /// Deletes a topic through the quorum and waits until this broker dropped it.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use exacta_types::ErrorCode;
 use exacta_wire::kafka_protocol::records::{Record, RecordBatchDecoder};
 
-use crate::partitions::{ApiError, Broker, Topic};
+use crate::partitions::{ApiError, Broker, Partition, Topic};
 
 /// The topic, created with `partitions` if missing, with the pinned configs and segments
 /// of `segment_bytes` (`offsets.topic.segment.bytes` / `transaction.state.log.segment.bytes`:
@@ -125,26 +125,36 @@ pub fn replay_partitions(
     mut apply: impl FnMut(i32, Record),
 ) -> Result<(), ApiError> {
     for partition in &topic.partitions {
-        let mut offset = partition.log_start_offset();
-        loop {
-            let (read, hw) = partition.read(offset, 8 << 20)?;
-            if read.records.is_empty() {
-                break;
-            }
-            let mut buf = read.records.clone();
-            let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
-                ApiError::new(
-                    ErrorCode::CorruptMessage,
-                    format!("{}-{}: {e}", topic.name, partition.index),
-                )
-            })?;
-            for record in sets.into_iter().flat_map(|s| s.records) {
-                offset = record.offset + 1;
-                apply(partition.index, record);
-            }
-            if offset >= hw {
-                break;
-            }
+        replay_partition(partition, |record| apply(partition.index, record))?;
+    }
+    Ok(())
+}
+
+/// Calls `apply` with every record of one partition below its high watermark, in log
+/// order (a coordinator taking over the partition's state).
+pub fn replay_partition(
+    partition: &Partition,
+    mut apply: impl FnMut(Record),
+) -> Result<(), ApiError> {
+    let mut offset = partition.log_start_offset();
+    loop {
+        let (read, hw) = partition.read(offset, 8 << 20)?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut buf = read.records.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
+            ApiError::new(
+                ErrorCode::CorruptMessage,
+                format!("{}-{}: {e}", partition.topic, partition.index),
+            )
+        })?;
+        for record in sets.into_iter().flat_map(|s| s.records) {
+            offset = record.offset + 1;
+            apply(record);
+        }
+        if offset >= hw {
+            break;
         }
     }
     Ok(())

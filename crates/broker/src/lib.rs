@@ -19,6 +19,7 @@ pub mod broker_settings;
 pub mod cleaner;
 pub mod cluster;
 pub mod config;
+pub mod coordinators;
 pub mod flusher;
 pub mod frames;
 pub mod groups;

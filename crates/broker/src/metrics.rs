@@ -254,7 +254,7 @@ pub fn render(node: &Node) -> String {
     gauge_header(
         &mut out,
         "exacta_coordinator_load_seconds",
-        "Time each coordinator took to replay its log at start.",
+        "Time each coordinator took to replay its log at start (in a cluster: its latest partition take-over).",
     );
     for (name, ms) in [("group", &m.group_load_ms), ("transaction", &m.txn_load_ms)] {
         let _ = writeln!(

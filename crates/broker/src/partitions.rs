@@ -89,7 +89,7 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     log: Mutex<PartitionLog>,
-    high_watermark: watch::Sender<i64>,
+    pub(crate) high_watermark: watch::Sender<i64>,
     /// Bumped whenever any HW moves; long-polling fetches wait on it.
     arrivals: Arc<watch::Sender<u64>>,
     flush_queued: AtomicBool,
@@ -551,8 +551,7 @@ impl Broker {
         };
         let dir = self.store.partition_dir(&meta.name, index);
         let (log, info) = PartitionLog::open(&dir, configs.log_config(), clean)?;
-        let clustered =
-            self.config.voters.is_some() && !exacta_types::is_internal_topic(&meta.name);
+        let clustered = self.config.voters.is_some();
         // Everything on disk at open is durable here (see `PartitionLog::open`). On a
         // single node that is the high watermark; a cluster replica may hold records its
         // ISR never had, so it exposes nothing until the leader's watermark says so.
@@ -575,8 +574,7 @@ impl Broker {
                 rules: RwLock::new(configs.write_rules()),
                 flusher: self.flusher.clone(),
                 // A cluster node serves a partition only once the metadata gives it a
-                // role (internal topics stay local: their coordinators are not
-                // replicated yet).
+                // role.
                 role: Mutex::new(if clustered {
                     crate::replication::Role::Absent
                 } else {

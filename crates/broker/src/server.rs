@@ -99,17 +99,24 @@ impl Server {
         let offsets_partitions = config.offsets_topic_partitions;
         let txn_config = config.txn_config();
         let txn_partitions = config.transaction_state_partitions;
+        let clustered = cluster.is_some();
         let node = tokio::task::block_in_place(|| -> Result<Node, ServerError> {
             let broker = Broker::open(config)?;
             let groups = Arc::new(
-                GroupRuntime::open(Arc::clone(&broker), group_config, offsets_partitions)
-                    .map_err(|e| ServerError::Groups(e.message))?,
+                GroupRuntime::open(
+                    Arc::clone(&broker),
+                    group_config,
+                    offsets_partitions,
+                    clustered,
+                )
+                .map_err(|e| ServerError::Groups(e.message))?,
             );
             let txns = TxnRuntime::open(
                 Arc::clone(&broker),
                 Arc::clone(&groups),
                 txn_config,
                 txn_partitions,
+                clustered,
             )
             .map_err(|e| ServerError::Groups(e.message))?;
             Ok(Node {
@@ -177,6 +184,10 @@ impl Server {
             background.spawn(Arc::clone(cluster).register(advertised));
             background.spawn(crate::replication::follow::run(
                 Arc::clone(&broker),
+                Arc::clone(cluster),
+            ));
+            background.spawn(crate::coordinators::run(
+                Arc::clone(&node),
                 Arc::clone(cluster),
             ));
             background.spawn(crate::replication::isr::run(

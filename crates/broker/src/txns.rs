@@ -59,25 +59,43 @@ impl std::fmt::Debug for TxnRuntime {
 }
 
 impl TxnRuntime {
-    /// Creates `__transaction_state` if needed and rebuilds the state from it.
+    /// Creates `__transaction_state` if needed and rebuilds the state from it. In a
+    /// cluster (CLUSTERED) the topic comes from the quorum and this coordinator holds
+    /// nothing: transactions are not served in a cluster yet (docs/cluster.md).
     pub fn open(
         broker: Arc<Broker>,
         groups: Arc<GroupRuntime>,
         config: TxnConfig,
         partitions: i32,
+        clustered: bool,
     ) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
-        let topic = crate::internal::open_topic(
-            &broker,
-            TXN_TOPIC,
-            partitions,
-            broker.config.transaction_state_segment_bytes,
-        )?;
-        let shard_count = topic.partitions.len();
+        let topic = if clustered {
+            None
+        } else {
+            Some(crate::internal::open_topic(
+                &broker,
+                TXN_TOPIC,
+                partitions,
+                broker.config.transaction_state_segment_bytes,
+            )?)
+        };
+        let shard_count = topic
+            .as_ref()
+            .map_or(partitions as usize, |t| t.partitions.len());
         let mut shards: Vec<TxnCoordinator> = (0..shard_count)
             .map(|_| TxnCoordinator::new(config.clone()))
             .collect();
         let mut loaded = 0usize;
+        let Some(topic) = topic else {
+            return Ok(Self {
+                broker,
+                groups,
+                partitions: shard_count as i32,
+                shards: shards.into_iter().map(Mutex::new).collect(),
+                producer_shards: RwLock::new(HashMap::new()),
+            });
+        };
         crate::internal::replay(&topic, |record| {
             let Some(key) = record.key else { return };
             match TxnRecord::from_key_value(&key, record.value.as_deref()) {
@@ -534,8 +552,9 @@ mod tests {
     fn runtime_with(config: BrokerConfig) -> Arc<TxnRuntime> {
         let (group_config, txn_config) = (config.group_config(), config.txn_config());
         let broker = Broker::open(config).unwrap();
-        let groups = Arc::new(GroupRuntime::open(Arc::clone(&broker), group_config, 4).unwrap());
-        Arc::new(TxnRuntime::open(broker, groups, txn_config, 4).unwrap())
+        let groups =
+            Arc::new(GroupRuntime::open(Arc::clone(&broker), group_config, 4, false).unwrap());
+        Arc::new(TxnRuntime::open(broker, groups, txn_config, 4, false).unwrap())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

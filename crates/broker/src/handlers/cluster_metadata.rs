@@ -117,6 +117,7 @@ fn describe(name: &str, topic: &Topic) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
         .with_topic_id(Uuid::parse_str(&topic.id).unwrap_or_default())
+        .with_is_internal(exacta_types::is_internal_topic(name))
         .with_topic_authorized_operations(i32::MIN)
         .with_partitions(
             topic

@@ -49,6 +49,13 @@ pub fn handle(
         let mut g = DescribedGroup::default()
             .with_group_id(id.clone())
             .with_authorized_operations(i32::MIN);
+        let described = match described {
+            Ok(d) => d,
+            Err(code) => {
+                response.groups.push(g.with_error_code(code.code()));
+                continue;
+            }
+        };
         match described {
             Err(exists) => {
                 g.error_code = ErrorCode::GroupIdNotFound.code();

@@ -15,11 +15,18 @@ pub fn handle(
 ) -> DescribeGroupsResponse {
     let mut response = DescribeGroupsResponse::default();
     for id in request.groups {
-        let (described, consumer) =
-            groups.with_group(&id, |c| (c.describe(&id), c.is_consumer_group(&id)));
         let mut g = DescribedGroup::default()
             .with_group_id(id.clone())
             .with_authorized_operations(i32::MIN);
+        let (described, consumer) =
+            match groups.with_group(&id, |c| (c.describe(&id), c.is_consumer_group(&id))) {
+                Ok(found) => found,
+                Err(code) => {
+                    g.error_code = code.code();
+                    response.groups.push(g);
+                    continue;
+                }
+            };
         match described {
             None => {
                 g.group_state = StrBytes::from_static_str("Dead");

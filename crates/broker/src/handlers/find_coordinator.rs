@@ -1,6 +1,8 @@
-//! FindCoordinator (key 10): this broker coordinates every group and transactional id.
-//! Single (v0-v3) and batched (v4+) forms. In a cluster the coordinators are not
-//! replicated yet, so every key is answered COORDINATOR_NOT_AVAILABLE (docs/cluster.md).
+//! FindCoordinator (key 10): a single node coordinates every group and transactional id.
+//! In a cluster a group's coordinator is the leader of the `__consumer_offsets` partition
+//! the group id hashes to (COORDINATOR_NOT_AVAILABLE until that topic exists); the
+//! transaction coordinator does not serve in a cluster yet (docs/cluster.md). Single
+//! (v0-v3) and batched (v4+) forms.
 
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -8,6 +10,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::message;
+use crate::cluster::ClusterRuntime;
 use crate::partitions::Broker;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -16,46 +19,62 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// FindCoordinator v6 (KIP-932): the share coordinator.
 const KEY_TYPE_SHARE: i8 = 2;
 
+/// Where a key's coordinator is: node, host and port.
+type Found = (i32, String, i32);
+
+/// The leader of the `__consumer_offsets` partition of GROUP, as the cluster has it.
+fn group_coordinator(cluster: &ClusterRuntime, group: &str) -> Result<Found, String> {
+    let metadata = cluster.metadata();
+    let Some(topic) = metadata.topics.get(crate::groups::OFFSETS_TOPIC) else {
+        return Err("the offsets topic is not created yet".into());
+    };
+    let index = exacta_coordinator::group::partition_for(group, topic.partitions.len() as i32);
+    let leader = topic.partitions[index as usize].leader;
+    let address = metadata
+        .brokers
+        .get(&leader)
+        .map(|b| b.address.clone())
+        .ok_or_else(|| format!("the coordinator's broker {leader} is not registered"))?;
+    let (host, port) = crate::advertised_host_port(&address)?;
+    Ok((leader as i32, host, port))
+}
+
 pub fn handle(
     broker: &Broker,
+    cluster: Option<&ClusterRuntime>,
     request: FindCoordinatorRequest,
     version: i16,
-    clustered: bool,
 ) -> FindCoordinatorResponse {
     let (host, port) = crate::advertised_host_port(broker.config.advertised()).unwrap_or_default();
-    let node = BrokerId(broker.config.node_id);
-    let answer = |key: &StrBytes| -> (i16, Option<StrBytes>) {
+    let here: Found = (broker.config.node_id, host, port);
+    let answer = |key: &StrBytes| -> Result<Found, (i16, Option<StrBytes>)> {
         match request.key_type {
             KEY_TYPE_GROUP if key.is_empty() => {
-                return (ErrorCode::InvalidGroupId.code(), message("empty group id"))
+                Err((ErrorCode::InvalidGroupId.code(), message("empty group id")))
             }
-            KEY_TYPE_TRANSACTION if key.is_empty() => {
-                return (
-                    ErrorCode::InvalidRequest.code(),
-                    message("empty transactional id"),
-                )
-            }
-            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION if clustered => {
-                return (
-                    ErrorCode::CoordinatorNotAvailable.code(),
-                    message("coordinators are not replicated in a cluster yet"),
-                )
-            }
-            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => {}
-            KEY_TYPE_SHARE => {
-                return (
-                    ErrorCode::InvalidRequest.code(),
-                    message("share groups (KIP-932) are not served"),
-                )
-            }
-            other => {
-                return (
-                    ErrorCode::InvalidRequest.code(),
-                    message(format!("unknown key type {other}")),
-                )
-            }
+            KEY_TYPE_TRANSACTION if key.is_empty() => Err((
+                ErrorCode::InvalidRequest.code(),
+                message("empty transactional id"),
+            )),
+            KEY_TYPE_GROUP => match cluster {
+                None => Ok(here.clone()),
+                Some(cluster) => group_coordinator(cluster, key)
+                    .map_err(|why| (ErrorCode::CoordinatorNotAvailable.code(), message(why))),
+            },
+            KEY_TYPE_TRANSACTION if cluster.is_some() => Err((
+                ErrorCode::CoordinatorNotAvailable.code(),
+                message("the transaction coordinator does not serve in a cluster yet"),
+            )),
+            KEY_TYPE_TRANSACTION => Ok(here.clone()),
+            KEY_TYPE_SHARE => Err((
+                ErrorCode::InvalidRequest.code(),
+                message("share groups (KIP-932) are not served"),
+            )),
+            other => Err((
+                ErrorCode::InvalidRequest.code(),
+                message(format!("unknown key type {other}")),
+            )),
         }
-        (ErrorCode::None.code(), None)
     };
     let mut response = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -63,31 +82,33 @@ pub fn handle(
             .coordinator_keys
             .iter()
             .map(|key| {
-                let (error_code, error_message) = answer(key);
-                Coordinator::default()
-                    .with_key(key.clone())
-                    .with_node_id(if error_code == 0 { node } else { BrokerId(-1) })
-                    .with_host(if error_code == 0 {
-                        StrBytes::from_string(host.clone())
-                    } else {
-                        StrBytes::default()
-                    })
-                    .with_port(if error_code == 0 { port } else { -1 })
-                    .with_error_code(error_code)
-                    .with_error_message(error_message)
+                let c = Coordinator::default().with_key(key.clone());
+                match answer(key) {
+                    Ok((node, host, port)) => c
+                        .with_node_id(BrokerId(node))
+                        .with_host(StrBytes::from_string(host))
+                        .with_port(port),
+                    Err((code, why)) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_port(-1)
+                        .with_error_code(code)
+                        .with_error_message(why),
+                }
             })
             .collect();
     } else {
-        let (error_code, error_message) = answer(&request.key);
-        response.error_code = error_code;
-        response.error_message = error_message;
-        if error_code == 0 {
-            response.node_id = node;
-            response.host = StrBytes::from_string(host);
-            response.port = port;
-        } else {
-            response.node_id = BrokerId(-1);
-            response.port = -1;
+        match answer(&request.key) {
+            Ok((node, host, port)) => {
+                response.node_id = BrokerId(node);
+                response.host = StrBytes::from_string(host);
+                response.port = port;
+            }
+            Err((code, why)) => {
+                response.error_code = code;
+                response.error_message = why;
+                response.node_id = BrokerId(-1);
+                response.port = -1;
+            }
         }
     }
     response

@@ -38,9 +38,13 @@ pub async fn handle(
     };
     let group = req.group_id.clone();
     let reply = groups.call(&group, |c, id, now| c.join(req, id, now)).await;
-    let Reply::Join(r) = reply else {
-        return JoinGroupResponse::default()
-            .with_error_code(exacta_types::ErrorCode::UnknownServerError.code());
+    let r = match reply {
+        Ok(Reply::Join(r)) => r,
+        Ok(_) => {
+            return JoinGroupResponse::default()
+                .with_error_code(exacta_types::ErrorCode::UnknownServerError.code())
+        }
+        Err(code) => return JoinGroupResponse::default().with_error_code(code.code()),
     };
     JoinGroupResponse::default()
         .with_error_code(r.error.code())

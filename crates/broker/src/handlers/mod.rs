@@ -205,9 +205,9 @@ fn dispatch_common(
         Request::DescribeTransactions(r) => ctx.ready(&describe_transactions::handle(node, r)),
         Request::FindCoordinator(r) => ctx.ready(&find_coordinator::handle(
             broker,
+            node.cluster.as_deref(),
             r,
             ctx.version,
-            node.cluster.is_some(),
         )),
         Request::Heartbeat(r) => ctx.ready(&heartbeat::handle(groups, r)),
         Request::ListGroups(r) => ctx.ready(&list_groups::handle(groups, r)),

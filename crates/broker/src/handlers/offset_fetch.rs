@@ -17,7 +17,11 @@ type Committed = Vec<(String, i32, Option<OffsetValue>)>;
 /// Committed offsets grouped by topic: (topic, [(partition, offset)]).
 type ByTopic = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
 
-fn fetch(groups: &GroupRuntime, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Committed {
+fn fetch(
+    groups: &GroupRuntime,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Committed, ErrorCode> {
     groups.with_group(group, |c| c.fetch_offsets(group, wanted.as_deref()))
 }
 
@@ -66,13 +70,18 @@ pub fn handle(
             let mut group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             // v9+: a member of a new-protocol group must be the current incarnation.
             let member = g.member_id.as_deref();
-            if let Err(e) = groups.with_group(&g.group_id, |c| {
-                c.check_consumer_fetch(&g.group_id, member, g.member_epoch)
-            }) {
-                response.groups.push(group.with_error_code(e.code()));
-                continue;
-            }
-            let rows = fetch(groups, &g.group_id, wanted);
+            let checked = groups
+                .with_group(&g.group_id, |c| {
+                    c.check_consumer_fetch(&g.group_id, member, g.member_epoch)
+                })
+                .and_then(|member_ok| member_ok);
+            let rows = match checked.and_then(|()| fetch(groups, &g.group_id, wanted)) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    response.groups.push(group.with_error_code(e.code()));
+                    continue;
+                }
+            };
             for (topic, parts) in by_topic(rows) {
                 group.topics.push(
                     OffsetFetchResponseTopics::default()
@@ -111,7 +120,10 @@ pub fn handle(
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    let rows = fetch(groups, &request.group_id, wanted);
+    let rows = match fetch(groups, &request.group_id, wanted) {
+        Ok(rows) => rows,
+        Err(code) => return response.with_error_code(code.code()),
+    };
     for (topic, parts) in by_topic(rows) {
         response.topics.push(
             OffsetFetchResponseTopic::default()

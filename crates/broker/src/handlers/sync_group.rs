@@ -22,9 +22,13 @@ pub async fn handle(groups: &GroupRuntime, request: SyncGroupRequest) -> SyncGro
             .collect(),
     };
     let group = req.group_id.clone();
-    let Reply::Sync(r) = groups.call(&group, |c, id, now| c.sync(req, id, now)).await else {
-        return SyncGroupResponse::default()
-            .with_error_code(exacta_types::ErrorCode::UnknownServerError.code());
+    let r = match groups.call(&group, |c, id, now| c.sync(req, id, now)).await {
+        Ok(Reply::Sync(r)) => r,
+        Ok(_) => {
+            return SyncGroupResponse::default()
+                .with_error_code(exacta_types::ErrorCode::UnknownServerError.code())
+        }
+        Err(code) => return SyncGroupResponse::default().with_error_code(code.code()),
     };
     SyncGroupResponse::default()
         .with_error_code(r.error.code())

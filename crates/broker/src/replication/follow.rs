@@ -2,7 +2,7 @@
 //! the cluster exists here with the cluster's topic id (partitions placed elsewhere are
 //! [`Role::Absent`], an empty log), topics the cluster dropped are deleted, and each
 //! partition this broker replicates leads or follows as the metadata says. Internal
-//! topics are left to the coordinators (not replicated yet; see docs/cluster.md).
+//! topics too: their coordinators follow these roles (`crate::coordinators`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,9 +44,6 @@ pub async fn run(broker: Arc<Broker>, cluster: Arc<ClusterRuntime>) {
 /// Makes this broker's topics and partition roles those of METADATA.
 pub fn apply(broker: &Broker, me: i32, metadata: &Metadata) -> Result<(), ApiError> {
     for local in broker.topics() {
-        if exacta_types::is_internal_topic(&local.name) {
-            continue;
-        }
         let keep = metadata
             .topics
             .get(&local.name)
@@ -57,9 +54,6 @@ pub fn apply(broker: &Broker, me: i32, metadata: &Metadata) -> Result<(), ApiErr
         }
     }
     for (name, topic) in &metadata.topics {
-        if exacta_types::is_internal_topic(name) {
-            continue;
-        }
         let id = Uuid::parse_str(&topic.id).unwrap_or_default();
         let local = ensure_topic(
             broker,

@@ -323,6 +323,23 @@ impl Partition {
         (isr != current).then_some((l.epoch, isr))
     }
 
+    /// Resolves once the high watermark passes OFFSET, written under leader EPOCH (0 on a
+    /// single node): true if this broker still leads at EPOCH then (the records are
+    /// committed), false as soon as it does not (they may be truncated by the new leader).
+    pub async fn committed_at(&self, offset: i64, epoch: i32) -> bool {
+        let mut hw = self.high_watermark.subscribe();
+        loop {
+            if self.check_leader(epoch).is_err() {
+                return false;
+            }
+            if *hw.borrow_and_update() > offset {
+                return self.check_leader(epoch).is_ok();
+            }
+            // Leadership changes do not move the watermark: look again now and then.
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), hw.changed()).await;
+        }
+    }
+
     /// This replica's log end offset.
     pub fn log_end_offset(&self) -> i64 {
         self.log().log_end_offset()

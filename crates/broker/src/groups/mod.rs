@@ -13,6 +13,14 @@
 //! only once the partition's high watermark (durable under `flush_policy = "always"`)
 //! passes them, in log order. A reply that depends on records is sent only after they are
 //! durable; if they cannot be written the reply is an error.
+//!
+//! In a cluster a shard is served only by the leader of its partition ([`load`]): it loads
+//! the partition's state once everything in its log is committed, and drops it when the
+//! leadership moves; meanwhile its groups are answered COORDINATOR_LOAD_IN_PROGRESS or
+//! NOT_COORDINATOR. A write is answered only once committed under the leader epoch it was
+//! made in.
+
+mod load;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -68,6 +76,20 @@ struct Shard {
     pending: VecDeque<(i64, Vec<Record>)>,
     /// Offsets committed inside a transaction, per producer id, until its marker.
     txn_offsets: HashMap<i64, Vec<Record>>,
+    /// Whether this broker coordinates the shard's groups now.
+    serving: Serving,
+}
+
+/// Whether a shard's groups are coordinated here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    /// Yes, as the partition's leader at this epoch (0 on a single node, which always
+    /// does).
+    Leader(i32),
+    /// This broker leads the partition at this epoch and is loading its state.
+    Loading(i32),
+    /// Another broker does.
+    No,
 }
 
 /// The group coordinator of this broker.
@@ -79,7 +101,11 @@ pub struct GroupRuntime {
     /// Groups each shard holds (updated after every change), and the budget they share.
     group_counts: Vec<AtomicUsize>,
     groups_max: usize,
-    replies: Mutex<HashMap<ReplyId, oneshot::Sender<Reply>>>,
+    /// Loaded shards keep every group their log holds (`groups_max` is checked per
+    /// operation).
+    config: GroupConfig,
+    /// Waiting replies, with the shard whose state machine will send them.
+    replies: Mutex<HashMap<ReplyId, (usize, oneshot::Sender<Reply>)>>,
     next_reply: AtomicU64,
 }
 
@@ -92,92 +118,65 @@ impl std::fmt::Debug for GroupRuntime {
 }
 
 impl GroupRuntime {
-    /// Creates `__consumer_offsets` if needed and rebuilds the state from it.
+    /// Creates `__consumer_offsets` if needed and rebuilds the state from it. In a
+    /// cluster (CLUSTERED) the topic comes from the quorum and every shard starts unserved
+    /// until this broker leads its partition.
     pub fn open(
         broker: Arc<Broker>,
         config: GroupConfig,
         partitions: i32,
+        clustered: bool,
     ) -> Result<Self, ApiError> {
         let started = std::time::Instant::now();
-        let topic = crate::internal::open_topic(
-            &broker,
-            OFFSETS_TOPIC,
-            partitions,
-            broker.config.offsets_topic_segment_bytes,
-        )?;
         let groups_max = config.groups_max;
-        let mut shards: Vec<Shard> = (0..topic.partitions.len())
-            .map(|_| Shard {
-                coordinator: GroupCoordinator::new(GroupConfig {
-                    // Loading keeps every group the log holds.
-                    groups_max: usize::MAX,
-                    ..config.clone()
-                }),
-                pending: VecDeque::new(),
-                txn_offsets: HashMap::new(),
-            })
-            .collect();
-        let now = crate::now_ms();
-        let mut loaded = 0usize;
-        crate::internal::replay_partitions(&topic, |index, record| {
-            let Some(shard) = usize::try_from(index).ok().and_then(|i| shards.get_mut(i)) else {
-                return;
-            };
-            let Some(key) = record.key else { return };
-            if record.control {
-                // A transaction marker: its offsets become visible or vanish.
-                let commit = key.len() >= 4 && i16::from_be_bytes([key[2], key[3]]) == 1;
-                for r in shard
-                    .txn_offsets
-                    .remove(&record.producer_id)
-                    .unwrap_or_default()
-                {
-                    if commit {
-                        shard.coordinator.apply(&r, now);
-                    }
-                }
-                return;
-            }
-            match Record::from_key_value(&key, record.value.as_deref()) {
-                Ok(r) if record.transactional => {
-                    shard
-                        .txn_offsets
-                        .entry(record.producer_id)
-                        .or_default()
-                        .push(r);
-                }
-                Ok(r) => {
-                    shard.coordinator.apply(&r, now);
-                    loaded += 1;
-                }
-                Err(e) => {
-                    tracing::warn!(offset = record.offset, error = %e, "skipping unreadable group record")
-                }
-            }
-        })?;
+        let config = GroupConfig {
+            // Loading keeps every group the log holds.
+            groups_max: usize::MAX,
+            ..config
+        };
+        let shards: Vec<Shard> = if clustered {
+            (0..partitions)
+                .map(|_| Shard::empty(&config, Serving::No))
+                .collect()
+        } else {
+            let topic = crate::internal::open_topic(
+                &broker,
+                OFFSETS_TOPIC,
+                partitions,
+                broker.config.offsets_topic_segment_bytes,
+            )?;
+            let now = crate::now_ms();
+            topic
+                .partitions
+                .iter()
+                .map(|p| load::read_shard(p, &config, Serving::Leader(0), now))
+                .collect::<Result<_, _>>()?
+        };
         let group_counts: Vec<AtomicUsize> = shards
             .iter()
             .map(|s| AtomicUsize::new(s.coordinator.group_count()))
             .collect();
-        tracing::info!(
-            groups = group_counts
-                .iter()
-                .map(|c| c.load(Ordering::Relaxed))
-                .sum::<usize>(),
-            records = loaded,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "group coordinator loaded"
-        );
-        crate::metrics::METRICS.group_load_ms.store(
-            started.elapsed().as_millis() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        if !clustered {
+            tracing::info!(
+                groups = group_counts
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .sum::<usize>(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "group coordinator loaded"
+            );
+            crate::metrics::METRICS.group_load_ms.store(
+                started.elapsed().as_millis() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         Ok(Self {
             broker,
-            partitions: topic.partitions.len() as i32,
+            partitions: shards.len() as i32,
             shards: shards.into_iter().map(Mutex::new).collect(),
             group_counts,
             groups_max,
+            config,
             replies: Mutex::new(HashMap::new()),
             next_reply: AtomicU64::new(1),
         })
@@ -196,49 +195,90 @@ impl GroupRuntime {
         self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` on the state machine holding `group` (describe, fetch offsets, heartbeat).
-    pub fn with_group<T>(&self, group: &str, f: impl FnOnce(&mut GroupCoordinator) -> T) -> T {
-        f(&mut self.lock(self.shard_of(group)).coordinator)
+    /// The shard's lock if its groups are coordinated here, else NOT_COORDINATOR or
+    /// COORDINATOR_LOAD_IN_PROGRESS; with the leader epoch it is served at.
+    fn lock_serving(&self, shard: usize) -> Result<(MutexGuard<'_, Shard>, i32), ApiError> {
+        let state = self.lock(shard);
+        let not_here = || {
+            ApiError::new(
+                ErrorCode::NotCoordinator,
+                format!(
+                    "this broker does not lead {OFFSETS_TOPIC}-{shard}; find the coordinator again"
+                ),
+            )
+        };
+        match state.serving {
+            // Also checked against the partition itself: the leadership may have moved a
+            // moment before this shard was told.
+            Serving::Leader(epoch) => match self.broker.partition(OFFSETS_TOPIC, shard as i32) {
+                Some(p) if p.check_leader(epoch).is_ok() => Ok((state, epoch)),
+                _ => Err(not_here()),
+            },
+            Serving::Loading(_) => Err(ApiError::new(
+                ErrorCode::CoordinatorLoadInProgress,
+                format!("{OFFSETS_TOPIC}-{shard} is loading on this broker"),
+            )),
+            Serving::No => Err(not_here()),
+        }
     }
 
-    /// Runs `f` on every partition's state machine in turn (one lock at a time) and
-    /// collects the results (list groups, metrics).
+    /// Runs `f` on the state machine holding `group` (describe, fetch offsets, heartbeat),
+    /// or says why this broker does not coordinate it.
+    pub fn with_group<T>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&mut GroupCoordinator) -> T,
+    ) -> Result<T, ErrorCode> {
+        let (mut state, _) = self
+            .lock_serving(self.shard_of(group))
+            .map_err(|e| e.code)?;
+        Ok(f(&mut state.coordinator))
+    }
+
+    /// Runs `f` on every served partition's state machine in turn (one lock at a time)
+    /// and collects the results (list groups, metrics).
     pub fn each<T>(&self, mut f: impl FnMut(&GroupCoordinator) -> T) -> Vec<T> {
         (0..self.shards.len())
-            .map(|s| f(&self.lock(s).coordinator))
+            .filter_map(|s| {
+                self.lock_serving(s)
+                    .ok()
+                    .map(|(state, _)| f(&state.coordinator))
+            })
             .collect()
     }
 
-    fn register(&self) -> (ReplyId, oneshot::Receiver<Reply>) {
+    fn register(&self, shard: usize) -> (ReplyId, oneshot::Receiver<Reply>) {
         let id = self.next_reply.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.replies
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+            .insert(id, (shard, tx));
         (id, rx)
     }
 
     /// Runs `op` on the state machine of `group` with a fresh reply id and waits for its
-    /// reply.
+    /// reply. NOT_COORDINATOR when the shard moved to another broker meanwhile.
     pub async fn call(
         &self,
         group: &str,
         op: impl FnOnce(&mut GroupCoordinator, ReplyId, i64) -> Output,
-    ) -> Reply {
-        let (id, rx) = self.register();
-        // A failed write is reported through the reply itself (see `deliver`).
-        let _ = self.run(group, |c, now| op(c, id, now)).await;
-        rx.await.unwrap_or(Reply::Join(JoinResponse {
-            error: ErrorCode::CoordinatorNotAvailable,
-            generation: -1,
-            protocol_type: None,
-            protocol_name: None,
-            leader: String::new(),
-            member_id: String::new(),
-            members: Vec::new(),
-            skip_assignment: false,
-        }))
+    ) -> Result<Reply, ErrorCode> {
+        let (id, rx) = self.register(self.shard_of(group));
+        // A failed write is reported through the reply itself (see `deliver`); an
+        // operation that never ran has no reply to wait for.
+        if let Err(e) = self.run(group, |c, now| op(c, id, now)).await {
+            let pending = self
+                .replies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            if pending.is_some() {
+                return Err(e.code);
+            }
+        }
+        // The sender is dropped when the shard is given up (see `load`).
+        rx.await.map_err(|_| ErrorCode::NotCoordinator)
     }
 
     /// Runs an operation on the state machine of `group`: appends its records under the
@@ -258,8 +298,8 @@ impl GroupRuntime {
         op: impl FnOnce(&mut GroupCoordinator, i64) -> Output,
     ) -> Result<(), ApiError> {
         let now = crate::now_ms();
-        let (replies, wait, failed) = {
-            let mut state = self.lock(shard);
+        let (replies, wait, mut failed, epoch) = {
+            let (mut state, epoch) = self.lock_serving(shard)?;
             let held: usize = self
                 .group_counts
                 .iter()
@@ -271,13 +311,19 @@ impl GroupRuntime {
             let out = op(&mut state.coordinator, now);
             self.count_groups(shard, &state);
             match self.append(shard, &mut state, out.records, now) {
-                Ok(wait) => (out.replies, wait, None),
-                Err(e) => (out.replies, None, Some(e)),
+                Ok(wait) => (out.replies, wait, None, epoch),
+                Err(e) => (out.replies, None, Some(e), epoch),
             }
         };
         if let Some((partition, last)) = &wait {
-            partition.wait_for_high_watermark(*last).await;
-            self.apply_durable(shard);
+            if partition.committed_at(*last, epoch).await {
+                self.apply_durable(shard);
+            } else {
+                failed = Some(ApiError::new(
+                    ErrorCode::NotCoordinator,
+                    format!("{OFFSETS_TOPIC}-{shard} moved to another leader before the write was committed"),
+                ));
+            }
         }
         self.deliver(replies, failed.as_ref().map(|e| e.code));
         failed.map_or(Ok(()), Err)
@@ -308,7 +354,13 @@ impl GroupRuntime {
         let entries: Vec<KeyedRecord> = records.iter().map(Record::to_key_value).collect();
         let mut batch =
             BytesMut::from(&exacta_wire::batch::build_keyed_batch(&entries, now, None)[..]);
-        let info = partition.append(&mut batch)?;
+        let info = partition.append(&mut batch).map_err(|e| {
+            if e.code == ErrorCode::NotLeaderOrFollower {
+                ApiError::new(ErrorCode::NotCoordinator, e.message)
+            } else {
+                e
+            }
+        })?;
         let offsets: Vec<Record> = records
             .into_iter()
             .filter(|r| matches!(r, Record::Offset { .. }))
@@ -346,14 +398,15 @@ impl GroupRuntime {
     fn deliver(&self, replies: Vec<(ReplyId, Reply)>, failed: Option<ErrorCode>) {
         let mut senders = self.replies.lock().unwrap_or_else(|p| p.into_inner());
         for (id, reply) in replies {
+            let Some((_, tx)) = senders.remove(&id) else {
+                continue;
+            };
             let reply = match (failed, reply) {
                 (None, r) => r,
                 (Some(code), Reply::Join(r)) => Reply::Join(JoinResponse { error: code, ..r }),
                 (Some(code), Reply::Sync(r)) => Reply::Sync(SyncResponse { error: code, ..r }),
             };
-            if let Some(tx) = senders.remove(&id) {
-                let _ = tx.send(reply);
-            }
+            let _ = tx.send(reply);
         }
     }
 
@@ -363,6 +416,9 @@ impl GroupRuntime {
         loop {
             every.tick().await;
             for shard in 0..self.shards.len() {
+                if !matches!(self.lock(shard).serving, Serving::Leader(_)) {
+                    continue;
+                }
                 let broker = Arc::clone(&self.broker);
                 let tick = |c: &mut GroupCoordinator, now| {
                     let mut out = c.tick(now);
@@ -370,6 +426,12 @@ impl GroupRuntime {
                     out
                 };
                 if let Err(e) = self.run_shard(shard, tick).await {
+                    if matches!(
+                        e.code,
+                        ErrorCode::NotCoordinator | ErrorCode::CoordinatorLoadInProgress
+                    ) {
+                        continue; // The shard moved away meanwhile.
+                    }
                     tracing::warn!(error = %e.message, "group coordinator tick could not write its records");
                 }
             }
@@ -400,7 +462,9 @@ impl GroupRuntime {
     ) -> Result<TxnOffsetsAppended, ErrorCode> {
         let now = crate::now_ms();
         {
-            let mut state = self.lock(self.shard_of(group));
+            let (mut state, _) = self
+                .lock_serving(self.shard_of(group))
+                .map_err(|e| e.code)?;
             let (generation, member_id, instance) = member.unwrap_or((-1, String::new(), None));
             let results = state.coordinator.validate_txn_commit(
                 group,
@@ -512,7 +576,7 @@ mod tests {
         };
         let group_config = config.group_config();
         let broker = Broker::open(config).unwrap();
-        let groups = Arc::new(GroupRuntime::open(broker, group_config, 8).unwrap());
+        let groups = Arc::new(GroupRuntime::open(broker, group_config, 8, false).unwrap());
         let a = "group-a".to_string();
         let other: Vec<String> = (0..)
             .map(|i| format!("group-b-{i}"))
@@ -537,7 +601,7 @@ mod tests {
             "a group of another partition waited {:?}",
             started.elapsed()
         );
-        holder.join().unwrap();
+        holder.join().unwrap().unwrap();
         // groups_max counts every partition's groups together.
         assert_eq!(commit(&groups, &other[1]).await, ErrorCode::None);
         assert_eq!(commit(&groups, "group-a").await, ErrorCode::None);

@@ -5,6 +5,7 @@
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from harness import BIN, wait_for
+from harness import BIN, frame, kstr, roundtrip, wait_for
 
 
 def free_port(host):
@@ -141,3 +142,26 @@ def all_in_sync(admin, *topics):
     """Whether every partition of TOPICS has all its replicas in sync."""
     return all(len(p.isrs) == len(p.replicas)
                for t in topics for p in partitions(admin, t).values())
+
+
+def node_socket(node):
+    s = socket.create_connection((node.host, node.port), timeout=10)
+    s.settimeout(10)
+    return s
+
+
+def find_coordinator(node, key, key_type=0):
+    """FindCoordinator v1 for KEY (0: a group, 1: a transactional id) sent to NODE:
+    (error, node id, host, port)."""
+    with node_socket(node) as s:
+        _, body = roundtrip(s, frame(10, 1, 1, kstr(key) + bytes([key_type])))
+    error, = struct.unpack(">h", body[4:6])
+    pos = 6
+    length, = struct.unpack(">h", body[pos:pos + 2])
+    pos += 2 + max(length, 0)
+    node_id, = struct.unpack(">i", body[pos:pos + 4])
+    pos += 4
+    length, = struct.unpack(">h", body[pos:pos + 2])
+    host = body[pos + 2:pos + 2 + length].decode()
+    port, = struct.unpack(">i", body[pos + 2 + length:pos + 6 + length])
+    return error, node_id, host, port

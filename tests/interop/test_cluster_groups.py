@@ -7,7 +7,6 @@ CI size by default; EXACTA_CLUSTER_GROUP_RECORDS and EXACTA_CLUSTER_GROUP_KILLS 
 longer."""
 
 import os
-import socket
 import struct
 import time
 from collections import Counter
@@ -16,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from cluster_harness import Cluster, all_in_sync, create_topic
+from cluster_harness import Cluster, all_in_sync, create_topic, find_coordinator, node_socket
 from harness import frame, kstr, roundtrip, wait_for
 
 RECORDS = int(os.environ.get("EXACTA_CLUSTER_GROUP_RECORDS", "6000"))
@@ -143,34 +142,12 @@ def test_committed_offsets_and_the_group_survive_coordinator_kills(cluster, prot
           f"{', '.join(f'{f:.2f}' for f in failovers)} s")
 
 
-def find_coordinator(node, group):
-    """FindCoordinator v1 sent to NODE: (error, node id, host, port)."""
-    with node_socket(node) as s:
-        _, body = roundtrip(s, frame(10, 1, 1, kstr(group) + b"\x00"))
-    error, = struct.unpack(">h", body[4:6])
-    pos = 6
-    length, = struct.unpack(">h", body[pos:pos + 2])
-    pos += 2 + max(length, 0)
-    node_id, = struct.unpack(">i", body[pos:pos + 4])
-    pos += 4
-    length, = struct.unpack(">h", body[pos:pos + 2])
-    host = body[pos + 2:pos + 2 + length].decode()
-    port, = struct.unpack(">i", body[pos + 2 + length:pos + 6 + length])
-    return error, node_id, host, port
-
-
 def heartbeat_error(node, group):
     """Heartbeat v0 for GROUP sent to NODE: the error code."""
     with node_socket(node) as s:
         body = kstr(group) + struct.pack(">i", 1) + kstr("member-x")
         _, reply = roundtrip(s, frame(12, 0, 2, body))
     return struct.unpack(">h", reply[:2])[0]
-
-
-def node_socket(node):
-    s = socket.create_connection((node.host, node.port), timeout=10)
-    s.settimeout(10)
-    return s
 
 
 def test_find_coordinator_names_the_offsets_leader_and_others_refuse(cluster):

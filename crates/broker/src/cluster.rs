@@ -35,7 +35,15 @@ pub struct ClusterRuntime {
     stopping: std::sync::atomic::AtomicBool,
     /// How many voters the cluster has.
     voters: usize,
+    /// Connections to the other brokers for coordinator requests (markers, transaction
+    /// checks): one per broker, one request at a time on it.
+    peers: std::sync::Mutex<std::collections::HashMap<i32, Peer>>,
 }
+
+type Peer = Arc<tokio::sync::Mutex<Option<exacta_client::Connection>>>;
+
+/// How long a request to another broker may take before it counts as failed.
+const PEER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for ClusterRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +119,7 @@ impl ClusterRuntime {
             incarnation: uuid::Uuid::new_v4().as_u64_pair().0,
             stopping: std::sync::atomic::AtomicBool::new(false),
             voters: voters.len(),
+            peers: Default::default(),
         })))
     }
 
@@ -384,6 +393,56 @@ impl ClusterRuntime {
         let id = block.0;
         block.0 += 1;
         Ok((id, 0))
+    }
+
+    /// Sends REQUEST to broker NODE (its advertised listener) and returns the response;
+    /// a failure (unknown broker, no connection, no answer in time) is described.
+    pub async fn call<R: kafka_protocol::protocol::Request>(
+        &self,
+        node: i32,
+        request: &R,
+    ) -> Result<R::Response, String> {
+        let slot = Arc::clone(
+            self.peers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(node)
+                .or_default(),
+        );
+        let mut connection = slot.lock().await;
+        let exchange = async {
+            if connection.is_none() {
+                let address = self
+                    .brokers()
+                    .into_iter()
+                    .find(|(id, _)| *id == node)
+                    .map(|(_, a)| a)
+                    .ok_or_else(|| format!("broker {node} is not registered"))?;
+                let c = exacta_client::Connection::connect(&address)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                *connection = Some(c);
+            }
+            let c = connection.as_mut().ok_or("not connected")?;
+            c.send(request).await.map_err(|e| e.to_string())
+        };
+        let result = match tokio::time::timeout(PEER_TIMEOUT, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "broker {node} did not answer within {PEER_TIMEOUT:?}"
+            )),
+        };
+        if result.is_err() {
+            *connection = None;
+        }
+        result
+    }
+
+    /// The leader of TOPIC-INDEX as the quorum has it.
+    pub fn leader_of(&self, topic: &str, index: i32) -> Option<i32> {
+        let metadata = self.metadata();
+        let p = metadata.topics.get(topic)?.partitions.get(index as usize)?;
+        Some(p.leader as i32)
     }
 
     /// Proposes COMMAND; a quorum that cannot commit is REQUEST_TIMED_OUT.

@@ -1,13 +1,12 @@
 //! In a cluster, the coordinators follow the leadership of their internal partitions: after
-//! every metadata version this broker applies, each `__consumer_offsets` shard is served
-//! here exactly when this broker leads its partition (loading it first, see
-//! `groups::load`), and dropped when it does not. FindCoordinator names those leaders.
+//! every metadata version this broker applies, each `__consumer_offsets` and
+//! `__transaction_state` shard is served here exactly when this broker leads its partition
+//! (loading it first, see `groups::load` and `txns::load`), and dropped when it does not.
+//! FindCoordinator names those leaders.
 //!
 //! The internal topics are created through the quorum as soon as enough brokers have
 //! registered (Kafka creates them on first use; creating them early spares the first
 //! consumer the wait), with the configs a single node pins on them (`internal`).
-//! `__transaction_state` is created and replicated too, but its coordinator does not
-//! serve in a cluster yet (docs/cluster.md).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,18 @@ use crate::replication::Role;
 use crate::txns::TXN_TOPIC;
 use crate::Node;
 
+/// Whether a coordinator shard (the state of one internal partition) is served here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// Yes, as the partition's leader at this epoch (0 on a single node, which always
+    /// does).
+    Leader(i32),
+    /// This broker leads the partition at this epoch and is loading its state.
+    Loading(i32),
+    /// Another broker does.
+    No,
+}
+
 /// Runs until the process ends.
 pub async fn run(node: Arc<Node>, cluster: Arc<ClusterRuntime>) {
     cluster.caught_up().await;
@@ -25,40 +36,51 @@ pub async fn run(node: Arc<Node>, cluster: Arc<ClusterRuntime>) {
     let mut mismatch_logged = false;
     loop {
         create_internal_topics(&node, &cluster).await;
-        let partitions = cluster
-            .metadata()
-            .topics
-            .get(OFFSETS_TOPIC)
-            .map(|t| t.partitions.len() as i32);
-        if partitions.is_some_and(|n| n != node.groups.partitions()) {
-            // Groups would hash to other partitions here than on the other brokers.
-            if !mismatch_logged {
-                tracing::error!(
-                    cluster = partitions,
-                    configured = node.groups.partitions(),
-                    "{OFFSETS_TOPIC} has another partition count than offsets_topic_partitions here; this broker coordinates no group (set the same value on every node)"
-                );
-                mismatch_logged = true;
-            }
-            (0..node.groups.partitions()).for_each(|s| node.groups.resign(s as usize));
-        } else {
-            follow_leadership(&node);
+        let metadata = cluster.metadata();
+        let count = |topic: &str| {
+            metadata
+                .topics
+                .get(topic)
+                .map(|t| t.partitions.len() as i32)
+        };
+        let groups_match = count(OFFSETS_TOPIC).is_none_or(|n| n == node.groups.partitions());
+        let txns_match = count(TXN_TOPIC).is_none_or(|n| n == node.txns.partitions());
+        let matching = groups_match && txns_match;
+        if !matching && !mismatch_logged {
+            // Keys would hash to other partitions here than on the other brokers.
+            tracing::error!(
+                offsets = count(OFFSETS_TOPIC),
+                transactions = count(TXN_TOPIC),
+                "an internal topic has another partition count than offsets_topic_partitions or transaction_state_partitions here; this broker does not coordinate its keys (set the same values on every node)"
+            );
+            mismatch_logged = true;
         }
+        follow_leadership(&node, groups_match, txns_match);
         // A version applied, or a moment passed (topic creation waiting for brokers).
         let _ = tokio::time::timeout(Duration::from_secs(1), applied.changed()).await;
     }
 }
 
-/// Serves each group shard here exactly when this broker leads its partition.
-fn follow_leadership(node: &Node) {
+/// Serves each coordinator shard here exactly when this broker leads its partition (and
+/// the topic's partition count is this broker's: GROUPS, TXNS).
+fn follow_leadership(node: &Arc<Node>, groups: bool, txns: bool) {
+    let leading = |topic: &str, shard: i32| match node.broker.partition(topic, shard) {
+        Some(p) => match p.role_now() {
+            Role::Leader(l) => Some(l.epoch),
+            _ => None,
+        },
+        None => None,
+    };
     for shard in 0..node.groups.partitions() {
-        let role = node
-            .broker
-            .partition(OFFSETS_TOPIC, shard)
-            .map(|p| p.role_now());
-        match role {
-            Some(Role::Leader(l)) => node.groups.lead(shard as usize, l.epoch),
-            _ => node.groups.resign(shard as usize),
+        match leading(OFFSETS_TOPIC, shard).filter(|_| groups) {
+            Some(epoch) => node.groups.lead(shard as usize, epoch),
+            None => node.groups.resign(shard as usize),
+        }
+    }
+    for shard in 0..node.txns.partitions() {
+        match leading(TXN_TOPIC, shard).filter(|_| txns) {
+            Some(epoch) => node.txns.lead(shard as usize, epoch),
+            None => node.txns.resign(shard as usize),
         }
     }
 }

@@ -109,6 +109,9 @@ pub struct Partition {
     pub(crate) local_durable: AtomicI64,
     /// Bumped by every append; replica fetches wait on it.
     appends: Arc<watch::Sender<u64>>,
+    /// Transactional writes being checked with their coordinator, per producer id (see
+    /// `txns::verify`); taken with the log lock held.
+    pub(crate) txn_guards: Mutex<HashMap<i64, crate::txns::verify::Guard>>,
 }
 
 impl Partition {
@@ -131,24 +134,41 @@ impl Partition {
         self: &Arc<Self>,
         batches: &mut [u8],
     ) -> Result<(AppendInfo, i32), ApiError> {
-        let (info, epoch) = {
+        match self.append_unless(batches, |_| Ok(None::<std::convert::Infallible>))? {
+            Ok(appended) => Ok(appended),
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Partition::append_as_leader`] after CHECK, made under the log lock: `Some(r)`
+    /// stops the append and is returned as `Err(r)`; an error appends nothing.
+    pub(crate) fn append_unless<R>(
+        self: &Arc<Self>,
+        batches: &mut [u8],
+        check: impl FnOnce(&PartitionLog) -> Result<Option<R>, ApiError>,
+    ) -> Result<Result<(AppendInfo, i32), R>, ApiError> {
+        let under_lock = |log: &mut PartitionLog, batches: &mut [u8]| {
+            let epoch = self.check_leader(-1)?;
+            if let Some(stop) = check(log)? {
+                return Ok(Err(stop));
+            }
+            Ok::<_, ApiError>(Ok((log.append(batches)?, epoch)))
+        };
+        let appended = {
             let mut log = self.log();
             if log.append_rolls(batches) {
                 drop(log);
-                crate::blocking(|| {
-                    let mut log = self.log();
-                    let epoch = self.check_leader(-1)?;
-                    Ok::<_, ApiError>((log.append(batches)?, epoch))
-                })?
+                crate::blocking(|| under_lock(&mut self.log(), batches))?
             } else {
-                let epoch = self.check_leader(-1)?;
-                (log.append(batches)?, epoch)
+                under_lock(&mut log, batches)?
             }
         };
-        if !info.duplicate {
-            self.after_append(info.last_offset);
+        if let Ok((info, _)) = &appended {
+            if !info.duplicate {
+                self.after_append(info.last_offset);
+            }
         }
-        Ok((info, epoch))
+        Ok(appended)
     }
 
     /// Called by the flusher: takes the file to fsync and the LEO it covers.
@@ -251,29 +271,44 @@ impl Partition {
         self.log().last_stable_offset(hw)
     }
 
-    /// Appends batches a coordinator writes for a producer (transactional offsets).
+    /// Appends batches a coordinator writes for a producer (transactional offsets), after
+    /// CHECK under the log lock; returns the leader epoch too (in a cluster only the leader
+    /// appends).
     pub fn append_from_coordinator(
         self: &Arc<Self>,
         batches: &mut [u8],
-    ) -> Result<exacta_log::AppendInfo, ApiError> {
-        let info = self.log().append_from_coordinator(batches)?;
+        check: impl FnOnce(&PartitionLog) -> Result<(), ApiError>,
+    ) -> Result<(exacta_log::AppendInfo, i32), ApiError> {
+        let (info, epoch) = {
+            let mut log = self.log();
+            let epoch = self.check_leader(-1)?;
+            check(&log)?;
+            (log.append_from_coordinator(batches)?, epoch)
+        };
         self.after_append(info.last_offset);
-        Ok(info)
+        Ok((info, epoch))
     }
 
-    /// Writes a transaction marker and applies the partition's flush rule.
-    /// Returns the marker's offset (durable once the HW passes it).
+    /// Writes a transaction marker and applies the partition's flush rule. Returns the
+    /// marker's offset (committed once the HW passes it) and the leader epoch it was
+    /// written under; in a cluster only the leader writes one. The producer's verified
+    /// transactional writes not yet appended are refused from now on (see
+    /// `txns::verify`).
     pub fn append_marker(
         self: &Arc<Self>,
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<i64, ApiError> {
-        let offset = self
-            .log()
-            .append_marker(producer_id, epoch, commit, 0, crate::now_ms())?;
+    ) -> Result<(i64, i32), ApiError> {
+        let (offset, leader_epoch) = {
+            let mut log = self.log();
+            let leader_epoch = self.check_leader(-1)?;
+            let offset = log.append_marker(producer_id, epoch, commit, 0, crate::now_ms())?;
+            self.txn_guards().remove(&producer_id);
+            (offset, leader_epoch)
+        };
         self.after_append(offset);
-        Ok(offset)
+        Ok((offset, leader_epoch))
     }
 
     pub(crate) fn after_append(self: &Arc<Self>, last_offset: i64) {
@@ -583,6 +618,7 @@ impl Broker {
                 replicated: AtomicBool::new(clustered),
                 local_durable: AtomicI64::new(durable),
                 appends: Arc::clone(&self.appends),
+                txn_guards: Mutex::new(HashMap::new()),
             }),
             info,
         ))

@@ -116,7 +116,7 @@ impl Server {
                 Arc::clone(&groups),
                 txn_config,
                 txn_partitions,
-                clustered,
+                cluster.clone(),
             )
             .map_err(|e| ServerError::Groups(e.message))?;
             Ok(Node {

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use exacta_coordinator::group::{GroupConfig, GroupCoordinator, Record};
 
-use super::{GroupRuntime, Serving, Shard, OFFSETS_TOPIC};
+use super::{GroupRuntime, Shard, OFFSETS_TOPIC};
+use crate::coordinators::Serving;
 use crate::partitions::{ApiError, Partition};
 
 impl Shard {

@@ -37,11 +37,12 @@ use exacta_types::ErrorCode;
 use exacta_wire::batch::KeyedRecord;
 use tokio::sync::oneshot;
 
+use crate::coordinators::Serving;
 use crate::partitions::{ApiError, Broker, Partition};
 
 /// The partition and last offset to wait for (if anything was written), and a code per
 /// partition of a TxnOffsetCommit.
-pub type TxnOffsetsAppended = (Option<(Arc<Partition>, i64)>, Vec<ErrorCode>);
+pub type TxnOffsetsAppended = (Option<(Arc<Partition>, i64, i32)>, Vec<ErrorCode>);
 
 /// Topics as the new consumer protocol's coordinator sees them.
 impl TopicCatalog for Broker {
@@ -78,18 +79,6 @@ struct Shard {
     txn_offsets: HashMap<i64, Vec<Record>>,
     /// Whether this broker coordinates the shard's groups now.
     serving: Serving,
-}
-
-/// Whether a shard's groups are coordinated here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Serving {
-    /// Yes, as the partition's leader at this epoch (0 on a single node, which always
-    /// does).
-    Leader(i32),
-    /// This broker leads the partition at this epoch and is loading its state.
-    Loading(i32),
-    /// Another broker does.
-    No,
 }
 
 /// The group coordinator of this broker.
@@ -459,6 +448,7 @@ impl GroupRuntime {
         epoch: i16,
         member: Option<(i32, String, Option<String>)>,
         partitions: &[exacta_coordinator::group::CommitPartition],
+        check: impl FnOnce(&exacta_log::PartitionLog) -> Result<(), ApiError>,
     ) -> Result<TxnOffsetsAppended, ErrorCode> {
         let now = crate::now_ms();
         {
@@ -488,15 +478,18 @@ impl GroupRuntime {
             let mut batch = BytesMut::from(
                 &exacta_wire::batch::build_keyed_batch(&entries, now, Some((producer_id, epoch)))[..],
             );
-            let info = partition
-                .append_from_coordinator(&mut batch)
-                .map_err(|e| e.code)?;
+            let (info, leader_epoch) = partition
+                .append_from_coordinator(&mut batch, check)
+                .map_err(|e| match e.code {
+                    ErrorCode::NotLeaderOrFollower => ErrorCode::NotCoordinator,
+                    code => code,
+                })?;
             state
                 .txn_offsets
                 .entry(producer_id)
                 .or_default()
                 .extend(records);
-            Ok((Some((partition, info.last_offset)), codes))
+            Ok((Some((partition, info.last_offset, leader_epoch)), codes))
         }
     }
 

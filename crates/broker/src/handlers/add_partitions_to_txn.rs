@@ -2,10 +2,13 @@
 //! open transaction (starting it). Unknown partitions fail the whole request, as Kafka
 //! does: UNKNOWN_TOPIC_OR_PARTITION for them, OPERATION_NOT_ATTEMPTED for the rest.
 //!
-//! v4-v5 (KIP-890 part 1) is the batched form partition leaders send to the coordinator:
-//! several transactional ids per request, each either added (as v3) or, with
-//! `verify_only`, only checked (NONE when the partition is in the open transaction,
-//! TRANSACTION_ABORTABLE when not), without writing anything.
+//! v4-v5 (KIP-890) is the batched form partition leaders send to the coordinator: several
+//! transactional ids per request, each either added (a leader's first write of a
+//! transaction with protocol v2, which starts or joins it as Produce v12 does on a single
+//! node) or, with `verify_only`, only checked (NONE when the partition is in the open
+//! transaction, TRANSACTION_ABORTABLE when not), without writing anything. Partitions of
+//! internal topics may be named there (a group coordinator checking transactional
+//! offsets).
 
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
@@ -35,7 +38,7 @@ pub async fn handle(
             request.v3_and_below_producer_id.0,
             request.v3_and_below_producer_epoch,
             &request.v3_and_below_topics,
-            false,
+            Mode::Add,
         )
         .await;
         response.results_by_topic_v3_and_below = results(
@@ -53,7 +56,11 @@ pub async fn handle(
             txn.producer_id.0,
             txn.producer_epoch,
             &txn.topics,
-            txn.verify_only,
+            if txn.verify_only {
+                Mode::Verify
+            } else {
+                Mode::AddImplicitly
+            },
         )
         .await;
         response.results_by_transaction.push(
@@ -65,6 +72,17 @@ pub async fn handle(
     response
 }
 
+/// What a request asks for its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A client's AddPartitionsToTxn (v0-v3).
+    Add,
+    /// A partition leader's first write with protocol v2 (v4+).
+    AddImplicitly,
+    /// A partition leader's check (v4+ `verify_only`).
+    Verify,
+}
+
 /// One transaction's partitions: added (or only verified); one code per partition, in
 /// request order.
 async fn add(
@@ -73,7 +91,7 @@ async fn add(
     producer_id: i64,
     epoch: i16,
     topics: &[AddPartitionsToTxnTopic],
-    verify_only: bool,
+    mode: Mode,
 ) -> Vec<ErrorCode> {
     let wanted: Vec<(String, i32)> = topics
         .iter()
@@ -84,7 +102,10 @@ async fn add(
     }
     let unknown: Vec<bool> = wanted
         .iter()
-        .map(|(t, p)| node.broker.partition(t, *p).is_none() || exacta_types::is_internal_topic(t))
+        .map(|(t, p)| {
+            node.broker.partition(t, *p).is_none()
+                || (mode == Mode::Add && exacta_types::is_internal_topic(t))
+        })
         .collect();
     if unknown.iter().any(|u| *u) {
         return unknown
@@ -98,14 +119,26 @@ async fn add(
             })
             .collect();
     }
-    let result = if verify_only {
-        node.txns
-            .verify_partitions(transactional_id, producer_id, epoch, &wanted)
-    } else {
-        node.txns
+    let result = match mode {
+        Mode::Verify => node
+            .txns
+            .verify_partitions(transactional_id, producer_id, epoch, &wanted),
+        Mode::Add => node
+            .txns
             .add_partitions(transactional_id, producer_id, epoch, &wanted)
             .await
-            .map(|()| vec![ErrorCode::None; wanted.len()])
+            .map(|()| vec![ErrorCode::None; wanted.len()]),
+        Mode::AddImplicitly => {
+            let mut codes = Vec::new();
+            for p in &wanted {
+                let added = node
+                    .txns
+                    .add_implicitly(transactional_id, producer_id, epoch, p)
+                    .await;
+                codes.push(added.err().unwrap_or(ErrorCode::None));
+            }
+            Ok(codes)
+        }
     };
     result.unwrap_or_else(|e| vec![e; wanted.len()])
 }

@@ -7,14 +7,10 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use kafka_protocol::messages::write_txn_markers_response::{
-    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
-};
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest,
     DeleteRecordsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    WriteTxnMarkersRequest, WriteTxnMarkersResponse,
 };
 
 use super::message;
@@ -92,41 +88,6 @@ pub fn delete_records(request: DeleteRecordsRequest) -> DeleteRecordsResponse {
                                     .with_partition_index(p.partition_index)
                                     .with_low_watermark(-1)
                                     .with_error_code(CODE.code())
-                            })
-                            .collect(),
-                    )
-            })
-            .collect(),
-    )
-}
-
-/// WriteTxnMarkers would write markers into this broker's copies only (transactions are
-/// not available in a cluster yet); each partition is answered INVALID_REQUEST.
-pub fn write_txn_markers(request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
-    tracing::info!("{}", why("WriteTxnMarkers"));
-    WriteTxnMarkersResponse::default().with_markers(
-        request
-            .markers
-            .into_iter()
-            .map(|m| {
-                WritableTxnMarkerResult::default()
-                    .with_producer_id(m.producer_id)
-                    .with_topics(
-                        m.topics
-                            .into_iter()
-                            .map(|t| {
-                                WritableTxnMarkerTopicResult::default()
-                                    .with_name(t.name)
-                                    .with_partitions(
-                                        t.partition_indexes
-                                            .into_iter()
-                                            .map(|p| {
-                                                WritableTxnMarkerPartitionResult::default()
-                                                    .with_partition_index(p)
-                                                    .with_error_code(CODE.code())
-                                            })
-                                            .collect(),
-                                    )
                             })
                             .collect(),
                     )

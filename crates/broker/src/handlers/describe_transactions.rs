@@ -17,12 +17,17 @@ pub fn handle(node: &Node, request: DescribeTransactionsRequest) -> DescribeTran
     for id in request.transactional_ids {
         let meta = node.txns.with_id(&id, |c| c.get(&id).cloned());
         let state = match meta {
-            None => TransactionState::default()
+            Err(code) => TransactionState::default()
+                .with_transactional_id(id)
+                .with_error_code(code.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+            Ok(None) => TransactionState::default()
                 .with_transactional_id(id)
                 .with_error_code(ErrorCode::TransactionalIdNotFound.code())
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
-            Some(m) => {
+            Ok(Some(m)) => {
                 let mut topics: BTreeMap<String, Vec<i32>> = BTreeMap::new();
                 for (t, p) in &m.partitions {
                     topics.entry(t.clone()).or_default().push(*p);

@@ -1,8 +1,8 @@
 //! FindCoordinator (key 10): a single node coordinates every group and transactional id.
 //! In a cluster a group's coordinator is the leader of the `__consumer_offsets` partition
-//! the group id hashes to (COORDINATOR_NOT_AVAILABLE until that topic exists); the
-//! transaction coordinator does not serve in a cluster yet (docs/cluster.md). Single
-//! (v0-v3) and batched (v4+) forms.
+//! the group id hashes to, a transactional id's the leader of its `__transaction_state`
+//! partition (COORDINATOR_NOT_AVAILABLE until the topic exists). Single (v0-v3) and
+//! batched (v4+) forms.
 
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -22,13 +22,14 @@ const KEY_TYPE_SHARE: i8 = 2;
 /// Where a key's coordinator is: node, host and port.
 type Found = (i32, String, i32);
 
-/// The leader of the `__consumer_offsets` partition of GROUP, as the cluster has it.
-fn group_coordinator(cluster: &ClusterRuntime, group: &str) -> Result<Found, String> {
+/// The leader of the partition of internal topic NAME that KEY hashes to, as the cluster
+/// has it.
+fn coordinator(cluster: &ClusterRuntime, name: &str, key: &str) -> Result<Found, String> {
     let metadata = cluster.metadata();
-    let Some(topic) = metadata.topics.get(crate::groups::OFFSETS_TOPIC) else {
-        return Err("the offsets topic is not created yet".into());
+    let Some(topic) = metadata.topics.get(name) else {
+        return Err(format!("{name} is not created yet"));
     };
-    let index = exacta_coordinator::group::partition_for(group, topic.partitions.len() as i32);
+    let index = exacta_coordinator::group::partition_for(key, topic.partitions.len() as i32);
     let leader = topic.partitions[index as usize].leader;
     let address = metadata
         .brokers
@@ -56,16 +57,18 @@ pub fn handle(
                 ErrorCode::InvalidRequest.code(),
                 message("empty transactional id"),
             )),
-            KEY_TYPE_GROUP => match cluster {
+            KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION => match cluster {
                 None => Ok(here.clone()),
-                Some(cluster) => group_coordinator(cluster, key)
-                    .map_err(|why| (ErrorCode::CoordinatorNotAvailable.code(), message(why))),
+                Some(cluster) => {
+                    let name = if request.key_type == KEY_TYPE_GROUP {
+                        crate::groups::OFFSETS_TOPIC
+                    } else {
+                        crate::txns::TXN_TOPIC
+                    };
+                    coordinator(cluster, name, key)
+                        .map_err(|why| (ErrorCode::CoordinatorNotAvailable.code(), message(why)))
+                }
             },
-            KEY_TYPE_TRANSACTION if cluster.is_some() => Err((
-                ErrorCode::CoordinatorNotAvailable.code(),
-                message("the transaction coordinator does not serve in a cluster yet"),
-            )),
-            KEY_TYPE_TRANSACTION => Ok(here.clone()),
             KEY_TYPE_SHARE => Err((
                 ErrorCode::InvalidRequest.code(),
                 message("share groups (KIP-932) are not served"),

@@ -22,14 +22,9 @@ pub async fn handle(
         Some(id) => {
             let expected = (request.producer_id.0 >= 0)
                 .then_some((request.producer_id.0, request.producer_epoch));
-            if node.cluster.is_some() {
-                // The transaction coordinator is not replicated yet (docs/cluster.md).
-                Err(exacta_types::ErrorCode::CoordinatorNotAvailable)
-            } else {
-                node.txns
-                    .init_producer_id(id, request.transaction_timeout_ms, expected)
-                    .await
-            }
+            node.txns
+                .init_producer_id(id, request.transaction_timeout_ms, expected)
+                .await
         }
         None => match &node.cluster {
             Some(cluster) => cluster

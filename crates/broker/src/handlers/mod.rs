@@ -51,6 +51,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod produce_txn;
 pub mod replica_fetch;
 pub mod single_node;
 pub mod sync_group;
@@ -128,9 +129,6 @@ pub fn dispatch(
                 return ctx.ready(&cluster_refusals::incremental_alter_configs(r))
             }
             Request::DeleteRecords(r) => return ctx.ready(&cluster_refusals::delete_records(r)),
-            Request::WriteTxnMarkers(r) => {
-                return ctx.ready(&cluster_refusals::write_txn_markers(r))
-            }
             other => return dispatch_common(node, peer, header, other, ctx),
         }
     }

@@ -21,7 +21,6 @@ use bytes::{Bytes, BytesMut};
 use exacta_types::ErrorCode;
 use exacta_wire::batch::{validate_produced, BatchHeader};
 use exacta_wire::rewrite::StoredBatch;
-use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
@@ -37,10 +36,13 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
     let mut response = ProduceResponse::default();
     // (topic index, partition index, partition, last offset, leader epoch) of appends to
     // wait for.
-    let mut waits: Vec<(usize, usize, Arc<Partition>, i64, i32)> = Vec::new();
+    let mut waits: Vec<Wait> = Vec::new();
     // Transaction records of partitions that joined a transaction implicitly (Produce
     // v12): durable before any answer, whatever the acks.
     let mut txn_records: Vec<crate::txns::Durable> = Vec::new();
+    // In a cluster: first writes of a transaction to a partition, to check with the
+    // coordinator before they are appended (see `produce_txn`).
+    let mut checks: Vec<super::produce_txn::Pending> = Vec::new();
     for (ti, topic) in request.topic_data.into_iter().enumerate() {
         let mut topic_response = TopicProduceResponse::default()
             .with_name(topic.name.clone())
@@ -59,7 +61,17 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
                     format!("acks must be -1, 0 or 1, got {acks}"),
                 ))
             } else if let Some(name) = &name {
-                append(node, name, data, ctx.version, acks, &mut txn_records)
+                let records = data.records.unwrap_or_default();
+                append(
+                    node,
+                    name,
+                    index,
+                    records,
+                    ctx.version,
+                    acks,
+                    &mut txn_records,
+                    None,
+                )
             } else {
                 Err(ApiError::new(
                     ErrorCode::UnknownTopicId,
@@ -70,45 +82,62 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
                 .with_index(index)
                 .with_log_append_time_ms(-1);
             match result {
-                Ok(appended) => {
-                    pr.base_offset = appended.info.base_offset;
-                    pr.log_start_offset = appended.info.log_start_offset;
-                    pr.log_append_time_ms = appended.log_append_time_ms;
+                Ok(Written::Check(check)) => checks.push(super::produce_txn::Pending {
+                    ti,
+                    pi,
+                    topic: name.clone().unwrap_or_default(),
+                    index,
+                    check,
+                }),
+                Ok(Written::Appended(appended)) => {
+                    answer(&mut pr, Ok(&appended));
                     if appended.wait_for_fsync {
-                        waits.push((
-                            ti,
-                            pi,
-                            appended.partition,
-                            appended.info.last_offset,
-                            appended.leader_epoch,
-                        ));
+                        waits.push(appended.wait(ti, pi));
                     }
                 }
                 Err(e) => {
                     tracing::debug!(topic = name.as_deref().unwrap_or_default(), partition = index, error = %e.message, "produce refused");
-                    pr.error_code = e.code.code();
-                    pr.error_message = message(e.message);
-                    pr.base_offset = -1;
-                    pr.log_start_offset = -1;
+                    answer(&mut pr, Err(e));
                 }
             }
             topic_response.partition_responses.push(pr);
         }
         response.responses.push(topic_response);
     }
+    let transactional_id = request.transactional_id.map(|t| t.to_string());
     if acks == 0 {
+        if !checks.is_empty() {
+            let node = Arc::clone(node);
+            tokio::spawn(async move {
+                let (mut response, mut waits) = (response, Vec::new());
+                let id = transactional_id.as_deref();
+                super::produce_txn::run(&node, id, checks, ctx.version, &mut response, &mut waits)
+                    .await;
+            });
+        }
         return Box::pin(std::future::ready(Ok(None)));
     }
     if acks == 1 {
         waits.clear();
     }
-    if txn_records.is_empty() && waits.is_empty() {
+    if txn_records.is_empty() && waits.is_empty() && checks.is_empty() {
         let reply = ctx.encode(&response);
         return Box::pin(std::future::ready(reply));
     }
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
+    let node = Arc::clone(node);
     Box::pin(async move {
-        crate::txns::TxnRuntime::durable_records(txn_records).await;
+        if !checks.is_empty() {
+            let id = transactional_id.as_deref();
+            let mut checked = Vec::new();
+            super::produce_txn::run(&node, id, checks, ctx.version, &mut response, &mut checked)
+                .await;
+            if acks == -1 {
+                waits.extend(checked);
+            }
+        }
+        // A single node's records (a cluster has none here): they cannot fail to commit.
+        let _ = crate::txns::TxnRuntime::durable_records(txn_records).await;
         let deadline = tokio::time::Instant::now() + timeout;
         for (ti, pi, partition, last_offset, epoch) in waits {
             let durable =
@@ -134,27 +163,74 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
 /// partition to the producer's transaction implicitly.
 pub const V2_MIN_VERSION: i16 = 12;
 
+/// (topic index, partition index, partition, last offset, leader epoch) of an append to
+/// wait for.
+pub(super) type Wait = (usize, usize, Arc<Partition>, i64, i32);
+
+/// Fills a partition's answer from its append or refusal.
+pub(super) fn answer(pr: &mut PartitionProduceResponse, result: Result<&Appended, ApiError>) {
+    match result {
+        Ok(appended) => {
+            pr.base_offset = appended.info.base_offset;
+            pr.log_start_offset = appended.info.log_start_offset;
+            pr.log_append_time_ms = appended.log_append_time_ms;
+        }
+        Err(e) => {
+            pr.error_code = e.code.code();
+            pr.error_message = message(e.message);
+            pr.base_offset = -1;
+            pr.log_start_offset = -1;
+        }
+    }
+}
+
+/// What became of a produced batch.
+pub(super) enum Written {
+    Appended(Appended),
+    /// The first write of a transaction to a partition of a cluster: to check with the
+    /// coordinator first.
+    Check(super::produce_txn::Check),
+}
+
 /// A batch appended to a partition.
-struct Appended {
+pub(super) struct Appended {
     partition: Arc<Partition>,
     info: exacta_log::AppendInfo,
     /// The broker's timestamp under LogAppendTime, else -1.
     log_append_time_ms: i64,
     /// The partition fsyncs every append, or is replicated: acks=all waits for the high
     /// watermark to pass the batch.
-    wait_for_fsync: bool,
+    pub(super) wait_for_fsync: bool,
     /// The leader epoch the batch was appended under.
     leader_epoch: i32,
 }
 
-fn append(
+impl Appended {
+    /// What acks=all waits for, for the batch at (TI, PI) of the request.
+    pub(super) fn wait(&self, ti: usize, pi: usize) -> Wait {
+        (
+            ti,
+            pi,
+            Arc::clone(&self.partition),
+            self.info.last_offset,
+            self.leader_epoch,
+        )
+    }
+}
+
+/// Validates and appends one partition's batch; GUARD is given on the second attempt of a
+/// checked transactional write (see `produce_txn`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn append(
     node: &Node,
     topic: &str,
-    data: PartitionProduceData,
+    index: i32,
+    records: Bytes,
     version: i16,
     acks: i16,
     txn_records: &mut Vec<crate::txns::Durable>,
-) -> Result<Appended, ApiError> {
+    guard: Option<crate::txns::verify::Guard>,
+) -> Result<Written, ApiError> {
     let broker = &node.broker;
     if exacta_types::is_internal_topic(topic) {
         return Err(ApiError::new(
@@ -162,13 +238,12 @@ fn append(
             format!("cannot append to internal topic {topic}"),
         ));
     }
-    let partition = broker.partition(topic, data.index).ok_or_else(|| {
+    let partition = broker.partition(topic, index).ok_or_else(|| {
         ApiError::new(
             ErrorCode::UnknownTopicOrPartition,
-            format!("unknown topic or partition {topic}-{}", data.index),
+            format!("unknown topic or partition {topic}-{index}"),
         )
     })?;
-    let records = data.records.unwrap_or_default();
     let rules = partition.write_rules();
     let now = crate::now_ms();
     let (batch, decoded) = validate(&records, &rules, topic, now)?;
@@ -180,7 +255,7 @@ fn append(
             format!(
                 "The size of the current ISR ({in_sync}) is insufficient to satisfy \
                  the min.isr requirement of {} for partition {topic}-{}",
-                rules.min_insync_replicas, data.index
+                rules.min_insync_replicas, index
             ),
         ));
     }
@@ -192,7 +267,28 @@ fn append(
         -1
     };
     let mut epoch = 0;
-    let info = if batch.is_transactional() {
+    let fenced = |mut e: ApiError| {
+        // Produce answers a fenced producer INVALID_PRODUCER_EPOCH at every version, as
+        // Kafka does (KAFKA-10687).
+        e.code = e.code.fenced_for(version, i16::MAX);
+        e
+    };
+    let info = if batch.is_transactional() && node.cluster.is_some() {
+        use crate::txns::verify::TxnAppend;
+        let (pid, producer_epoch) = (batch.producer_id, batch.producer_epoch);
+        match partition
+            .append_in_txn(&mut buf, pid, producer_epoch, guard)
+            .map_err(fenced)?
+        {
+            TxnAppend::Done((info, e)) => {
+                epoch = e;
+                info
+            }
+            TxnAppend::Check(guard) => {
+                return Ok(Written::Check(super::produce_txn::Check { guard, records }))
+            }
+        }
+    } else if batch.is_transactional() {
         // Only into an open transaction that contains this partition, checked and
         // appended atomically with respect to the transaction's end.
         let (info, added) = node
@@ -201,7 +297,7 @@ fn append(
                 batch.producer_id,
                 batch.producer_epoch,
                 topic,
-                data.index,
+                index,
                 version >= V2_MIN_VERSION,
                 || {
                     partition.append_as_leader(&mut buf).map(|(info, e)| {
@@ -210,12 +306,7 @@ fn append(
                     })
                 },
             )
-            .map_err(|mut e| {
-                // Produce answers a fenced producer INVALID_PRODUCER_EPOCH at every version,
-                // as Kafka does (KAFKA-10687).
-                e.code = e.code.fenced_for(version, i16::MAX);
-                e
-            })?;
+            .map_err(fenced)?;
         txn_records.extend(added);
         info
     } else {
@@ -224,13 +315,13 @@ fn append(
         info
     };
     let replicated = partition.is_replicated();
-    Ok(Appended {
+    Ok(Written::Appended(Appended {
         wait_for_fsync: rules.flush.per_append() || replicated,
         partition,
         info,
         log_append_time_ms,
         leader_epoch: epoch,
-    })
+    }))
 }
 
 /// The codec the topic recompresses this batch into, if it uses another.

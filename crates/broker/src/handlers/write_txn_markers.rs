@@ -1,6 +1,6 @@
-//! WriteTxnMarkers (v1): on Kafka, the coordinator's request to partition leaders; here
-//! it serves admin tools that abort a hanging transaction (`exacta txn abort`,
-//! `kafka-transactions.sh abort`).
+//! WriteTxnMarkers (v1): the coordinator's request to partition leaders (in a cluster, for
+//! the partitions another broker leads, see `txns::markers`), and admin tools' abort of a
+//! hanging transaction (`exacta txn abort`, `kafka-transactions.sh abort`).
 //!
 //! An abort for a producer whose transaction the coordinator knows as open is carried out
 //! by the coordinator, as a timeout would be: an epoch bump fences the producer and every
@@ -71,22 +71,28 @@ async fn write_marker(
     epoch: i16,
     commit: bool,
 ) -> ErrorCode {
-    let Some(partition) = node.broker.partition(topic, index) else {
+    if node.broker.partition(topic, index).is_none() {
         return ErrorCode::UnknownTopicOrPartition;
-    };
-    match partition.append_marker(producer_id, epoch, commit) {
-        Ok(offset) => {
-            tracing::info!(
-                topic,
-                partition = index,
-                producer_id,
-                epoch,
-                commit,
-                "transaction marker written on request"
-            );
-            partition.wait_for_high_watermark(offset).await;
-            ErrorCode::None
-        }
-        Err(e) => e.code,
     }
+    let code = crate::txns::markers::write_local(
+        &node.broker,
+        &node.groups,
+        topic,
+        index,
+        producer_id,
+        epoch,
+        commit,
+    )
+    .await;
+    if code == ErrorCode::None {
+        tracing::debug!(
+            topic,
+            partition = index,
+            producer_id,
+            epoch,
+            commit,
+            "transaction marker written on request"
+        );
+    }
+    code
 }

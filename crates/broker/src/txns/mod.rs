@@ -16,6 +16,15 @@
 //! it either precedes the Prepare record (and is covered by the markers) or is refused; it
 //! can never land after a marker and start a hanging transaction. Records are appended
 //! under the same lock, so each partition's log order is its state order.
+//!
+//! In a cluster a shard is served only by the leader of its `__transaction_state`
+//! partition ([`load`]), markers go to each partition's leader ([`markers`]), and a
+//! partition leader checks a transactional write with the coordinator before appending it
+//! ([`verify`]).
+
+mod load;
+pub mod markers;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -29,12 +38,34 @@ use exacta_coordinator::txn::{
 use exacta_types::ErrorCode;
 use exacta_wire::batch::KeyedRecord;
 
+use crate::cluster::ClusterRuntime;
+use crate::coordinators::Serving;
 use crate::groups::{GroupRuntime, OFFSETS_TOPIC};
 use crate::metrics::{Metrics, METRICS};
 use crate::partitions::{ApiError, Broker, Partition};
 
-/// A partition and the offset that must be durable (below its high watermark).
-pub type Durable = (Arc<Partition>, i64);
+/// A partition, the offset that must be committed (below its high watermark) and the
+/// leader epoch it was written under.
+pub type Durable = (Arc<Partition>, i64, i32);
+
+/// One `__transaction_state` partition's coordinator, and whether it is served here.
+pub(crate) struct TxnShard {
+    coordinator: TxnCoordinator,
+    serving: Serving,
+}
+
+impl std::ops::Deref for TxnShard {
+    type Target = TxnCoordinator;
+    fn deref(&self) -> &TxnCoordinator {
+        &self.coordinator
+    }
+}
+
+impl std::ops::DerefMut for TxnShard {
+    fn deref_mut(&mut self) -> &mut TxnCoordinator {
+        &mut self.coordinator
+    }
+}
 
 /// Name of the internal transaction-state topic.
 pub const TXN_TOPIC: &str = "__transaction_state";
@@ -45,7 +76,11 @@ pub struct TxnRuntime {
     groups: Arc<GroupRuntime>,
     partitions: i32,
     /// One coordinator per `__transaction_state` partition, indexed by partition.
-    shards: Vec<Mutex<TxnCoordinator>>,
+    shards: Vec<Mutex<TxnShard>>,
+    config: TxnConfig,
+    /// This broker's cluster membership (markers go to other leaders); `None` on a
+    /// single node.
+    cluster: Option<Arc<ClusterRuntime>>,
     /// Producer id → shard (a cache, see the module docs).
     producer_shards: RwLock<HashMap<i64, usize>>,
 }
@@ -60,15 +95,16 @@ impl std::fmt::Debug for TxnRuntime {
 
 impl TxnRuntime {
     /// Creates `__transaction_state` if needed and rebuilds the state from it. In a
-    /// cluster (CLUSTERED) the topic comes from the quorum and this coordinator holds
-    /// nothing: transactions are not served in a cluster yet (docs/cluster.md).
+    /// cluster the topic comes from the quorum and each shard starts unserved until this
+    /// broker leads its partition ([`load`]).
     pub fn open(
         broker: Arc<Broker>,
         groups: Arc<GroupRuntime>,
         config: TxnConfig,
         partitions: i32,
-        clustered: bool,
+        cluster: Option<Arc<ClusterRuntime>>,
     ) -> Result<Self, ApiError> {
+        let clustered = cluster.is_some();
         let started = std::time::Instant::now();
         let topic = if clustered {
             None
@@ -87,12 +123,30 @@ impl TxnRuntime {
             .map(|_| TxnCoordinator::new(config.clone()))
             .collect();
         let mut loaded = 0usize;
+        let serving = if clustered {
+            Serving::No
+        } else {
+            Serving::Leader(0)
+        };
+        let wrap = |shards: Vec<TxnCoordinator>| {
+            shards
+                .into_iter()
+                .map(|coordinator| {
+                    Mutex::new(TxnShard {
+                        coordinator,
+                        serving,
+                    })
+                })
+                .collect()
+        };
         let Some(topic) = topic else {
             return Ok(Self {
                 broker,
                 groups,
                 partitions: shard_count as i32,
-                shards: shards.into_iter().map(Mutex::new).collect(),
+                shards: wrap(shards),
+                config,
+                cluster,
                 producer_shards: RwLock::new(HashMap::new()),
             });
         };
@@ -129,7 +183,9 @@ impl TxnRuntime {
             broker,
             groups,
             partitions: shard_count as i32,
-            shards: shards.into_iter().map(Mutex::new).collect(),
+            shards: wrap(shards),
+            config,
+            cluster,
             producer_shards: RwLock::new(producer_shards),
         })
     }
@@ -139,12 +195,28 @@ impl TxnRuntime {
         partition_for(transactional_id, self.partitions) as usize
     }
 
-    fn lock(&self, shard: usize) -> MutexGuard<'_, TxnCoordinator> {
+    fn lock(&self, shard: usize) -> MutexGuard<'_, TxnShard> {
         self.shards[shard].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The lock of the shard holding `producer_id`, if any shard does.
-    fn lock_producer(&self, producer_id: i64) -> Option<MutexGuard<'_, TxnCoordinator>> {
+    /// The shard's lock if it is served here, else NOT_COORDINATOR or
+    /// COORDINATOR_LOAD_IN_PROGRESS.
+    fn lock_serving(&self, shard: usize) -> Result<MutexGuard<'_, TxnShard>, ErrorCode> {
+        let state = self.lock(shard);
+        match state.serving {
+            // Also checked against the partition: the leadership may have moved a moment
+            // before this shard was told.
+            Serving::Leader(epoch) => match self.broker.partition(TXN_TOPIC, shard as i32) {
+                Some(p) if p.check_leader(epoch).is_ok() => Ok(state),
+                _ => Err(ErrorCode::NotCoordinator),
+            },
+            Serving::Loading(_) => Err(ErrorCode::CoordinatorLoadInProgress),
+            Serving::No => Err(ErrorCode::NotCoordinator),
+        }
+    }
+
+    /// The lock of the shard holding `producer_id`, if a shard served here does.
+    fn lock_producer(&self, producer_id: i64) -> Option<MutexGuard<'_, TxnShard>> {
         let cached = self
             .producer_shards
             .read()
@@ -152,10 +224,12 @@ impl TxnRuntime {
             .get(&producer_id)
             .copied();
         if let Some(shard) = cached {
-            return Some(self.lock(shard));
+            return self.lock_serving(shard).ok();
         }
         for shard in 0..self.shards.len() {
-            let state = self.lock(shard);
+            let Ok(state) = self.lock_serving(shard) else {
+                continue;
+            };
             if state.knows_producer(producer_id) {
                 self.remember_producer(producer_id, shard);
                 return Some(state);
@@ -171,15 +245,22 @@ impl TxnRuntime {
             .insert(producer_id, shard);
     }
 
-    /// Runs `f` on the coordinator of `transactional_id`.
-    pub fn with_id<T>(&self, transactional_id: &str, f: impl FnOnce(&TxnCoordinator) -> T) -> T {
-        f(&self.lock(self.shard_of(transactional_id)))
+    /// Runs `f` on the coordinator of `transactional_id`, or says why it is not here.
+    pub fn with_id<T>(
+        &self,
+        transactional_id: &str,
+        f: impl FnOnce(&TxnCoordinator) -> T,
+    ) -> Result<T, ErrorCode> {
+        let state = self.lock_serving(self.shard_of(transactional_id))?;
+        Ok(f(&state))
     }
 
-    /// Runs `f` on every shard's coordinator in turn (one lock at a time) and collects the
-    /// results.
+    /// Runs `f` on every served shard's coordinator in turn (one lock at a time) and
+    /// collects the results.
     pub fn each<T>(&self, mut f: impl FnMut(&TxnCoordinator) -> T) -> Vec<T> {
-        (0..self.shards.len()).map(|s| f(&self.lock(s))).collect()
+        (0..self.shards.len())
+            .filter_map(|s| self.lock_serving(s).ok().map(|state| f(&state)))
+            .collect()
     }
 
     /// Appends records (call with the lock held, so log order is state order).
@@ -202,16 +283,27 @@ impl TxnRuntime {
             })?;
             let mut batch =
                 BytesMut::from(&exacta_wire::batch::build_keyed_batch(&entries, now, None)[..]);
-            let info = partition.append(&mut batch)?;
-            waits.push((partition, info.last_offset));
+            let (info, epoch) = partition.append_as_leader(&mut batch).map_err(|e| {
+                if e.code == ErrorCode::NotLeaderOrFollower {
+                    ApiError::new(ErrorCode::NotCoordinator, e.message)
+                } else {
+                    e
+                }
+            })?;
+            waits.push((partition, info.last_offset, epoch));
         }
         Ok(waits)
     }
 
-    async fn durable(waits: Vec<Durable>) {
-        for (partition, last) in waits {
-            partition.wait_for_high_watermark(last).await;
+    /// Waits until WAITS are committed; NOT_COORDINATOR if a partition's leadership moved
+    /// first (the records may be gone: the new coordinator decides from its log).
+    async fn durable(waits: Vec<Durable>) -> Result<(), ErrorCode> {
+        for (partition, last, epoch) in waits {
+            if !partition.committed_at(last, epoch).await {
+                return Err(ErrorCode::NotCoordinator);
+            }
         }
+        Ok(())
     }
 
     /// InitProducerId with a transactional id.
@@ -225,17 +317,25 @@ impl TxnRuntime {
             Done(Vec<Durable>, i64, i16),
             AbortFirst(EndPlan, Vec<Durable>),
         }
+        // In a cluster producer ids come from the quorum's blocks (asynchronously, so one
+        // is taken before the lock; an unused one is simply skipped).
+        let spare = match &self.cluster {
+            Some(c) => Some(c.init_producer_id(-1, -1).await.map_err(|e| e.code)?.0),
+            None => None,
+        };
         // At most one abort of an open transaction, then the epoch bump.
         for _ in 0..3 {
             let step = {
                 let shard = self.shard_of(id);
-                let mut state = self.lock(shard);
+                let mut state = self.lock_serving(shard)?;
                 let broker = &self.broker;
-                let mut allocate = || {
-                    broker
+                let mut spare = spare;
+                let mut allocate = || match spare.take() {
+                    Some(id) => Ok(id),
+                    None => broker
                         .init_producer_id(-1, -1)
                         .map(|(id, _)| id)
-                        .map_err(|e| e.code)
+                        .map_err(|e| e.code),
                 };
                 match state.init_producer_id(
                     id,
@@ -267,7 +367,7 @@ impl TxnRuntime {
             };
             match step {
                 Step::Done(waits, producer_id, epoch) => {
-                    Self::durable(waits).await;
+                    Self::durable(waits).await?;
                     return Ok((producer_id, epoch));
                 }
                 Step::AbortFirst(plan, waits) => {
@@ -276,7 +376,7 @@ impl TxnRuntime {
                         "fencing the previous producer: aborting its open transaction"
                     );
                     Metrics::add(&METRICS.fencings, 1);
-                    Self::durable(waits).await;
+                    Self::durable(waits).await?;
                     self.finish(plan).await?;
                 }
             }
@@ -293,14 +393,45 @@ impl TxnRuntime {
         partitions: &[(String, i32)],
     ) -> Result<(), ErrorCode> {
         let waits = {
-            let mut state = self.lock(self.shard_of(id));
+            let mut state = self.lock_serving(self.shard_of(id))?;
             match state.add_partitions(id, producer_id, epoch, partitions, crate::now_ms())? {
                 Some(record) => self.append(&[record]).map_err(|e| e.code)?,
                 None => Vec::new(),
             }
         };
-        Self::durable(waits).await;
-        Ok(())
+        Self::durable(waits).await
+    }
+
+    /// A partition leader's first transactional write with protocol v2 (KIP-890): adds
+    /// PARTITION to the transaction and waits until that is committed.
+    pub async fn add_implicitly(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partition: &(String, i32),
+    ) -> Result<(), ErrorCode> {
+        let waits = {
+            let mut state = self.lock_serving(self.shard_of(id))?;
+            if state.get(id).map(|m| m.producer_id) != Some(producer_id) {
+                return Err(ErrorCode::InvalidProducerIdMapping);
+            }
+            match state.add_partition_implicitly(
+                producer_id,
+                epoch,
+                partition.clone(),
+                crate::now_ms(),
+            )? {
+                Some(record) => self.append(&[record]).map_err(|e| e.code)?,
+                None => Vec::new(),
+            }
+        };
+        Self::durable(waits).await
+    }
+
+    /// How many `__transaction_state` partitions (shards) there are.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
     }
 
     /// AddPartitionsToTxn v4+ `verify_only`: see [`TxnCoordinator::verify_partitions`].
@@ -311,7 +442,7 @@ impl TxnRuntime {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Result<Vec<ErrorCode>, ErrorCode> {
-        self.lock(self.shard_of(id))
+        self.lock_serving(self.shard_of(id))?
             .verify_partitions(id, producer_id, epoch, partitions)
     }
 
@@ -326,7 +457,7 @@ impl TxnRuntime {
         v2: bool,
     ) -> Result<(i64, i16), ErrorCode> {
         let (plan, waits) = {
-            let mut state = self.lock(self.shard_of(id));
+            let mut state = self.lock_serving(self.shard_of(id))?;
             match state.begin_end(id, producer_id, epoch, commit, v2, crate::now_ms())? {
                 EndOutcome::AlreadyDone => {
                     return state
@@ -341,7 +472,7 @@ impl TxnRuntime {
                 }
             }
         };
-        Self::durable(waits).await;
+        Self::durable(waits).await?;
         let (producer_id, epoch) = (plan.producer_id, plan.epoch);
         self.finish(plan).await?;
         Ok((producer_id, epoch))
@@ -356,29 +487,7 @@ impl TxnRuntime {
             std::process::exit(137);
         }
         let started = std::time::Instant::now();
-        let mut waits = Vec::new();
-        let mut offsets_partitions = false;
-        for (topic, index) in &plan.partitions {
-            let Some(partition) = self.broker.partition(topic, *index) else {
-                tracing::warn!(topic = %topic, partition = index, "transaction partition no longer exists; skipping its marker");
-                continue;
-            };
-            let offset = match partition.append_marker(plan.producer_id, plan.epoch, plan.commit) {
-                Ok(offset) => offset,
-                // A marker with a newer epoch already ended this producer's transaction here.
-                Err(e) if e.code == ErrorCode::InvalidProducerEpoch => {
-                    tracing::warn!(topic = %topic, partition = index, error = %e.message, "skipping a stale transaction marker");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(topic = %topic, partition = index, error = %e.message, "writing a transaction marker failed");
-                    return Err(e.code);
-                }
-            };
-            offsets_partitions |= topic == OFFSETS_TOPIC;
-            waits.push((partition, offset));
-        }
-        Self::durable(waits).await;
+        self.write_markers(&plan).await?;
         METRICS.marker_seconds.observe(started.elapsed());
         Metrics::add(
             if plan.commit {
@@ -388,9 +497,6 @@ impl TxnRuntime {
             },
             1,
         );
-        if offsets_partitions {
-            self.groups.end_txn(plan.producer_id, plan.commit);
-        }
         // The outcome is decided and every marker is durable: the answer need not wait for
         // the Complete record. If it is lost, the log ends at Prepare and a restart writes
         // the (idempotent) markers again and completes; anything appended later to this
@@ -444,8 +550,8 @@ impl TxnRuntime {
         Ok((append()?, waits))
     }
 
-    /// Waits until records written by [`TxnRuntime::verified`] are durable.
-    pub async fn durable_records(waits: Vec<Durable>) {
+    /// Waits until records written by [`TxnRuntime::verified`] are committed.
+    pub async fn durable_records(waits: Vec<Durable>) -> Result<(), ErrorCode> {
         Self::durable(waits).await
     }
 
@@ -466,13 +572,16 @@ impl TxnRuntime {
             }
         };
         Metrics::add(&METRICS.fencings, 1);
-        Self::durable(waits).await;
+        if let Err(e) = Self::durable(waits).await {
+            return Some(Err(e));
+        }
         Some(self.finish(plan).await)
     }
 
     /// Finishes transactions left in Prepare* by a restart, then times out open ones and
     /// expires idle ids, every 100 ms.
     pub async fn tick_loop(self: Arc<Self>) {
+        // In a cluster a new leader of a shard does this when it loads it.
         let unfinished: Vec<EndPlan> = self
             .each(|s| s.unfinished())
             .into_iter()
@@ -488,7 +597,9 @@ impl TxnRuntime {
         loop {
             every.tick().await;
             for shard in 0..self.shards.len() {
-                self.tick_shard(shard).await;
+                if matches!(self.lock(shard).serving, Serving::Leader(_)) {
+                    self.tick_shard(shard).await;
+                }
             }
         }
     }
@@ -496,7 +607,9 @@ impl TxnRuntime {
     /// Times out open transactions and expires idle ids of one shard.
     async fn tick_shard(&self, shard: usize) {
         let work = {
-            let mut state = self.lock(shard);
+            let Ok(mut state) = self.lock_serving(shard) else {
+                return;
+            };
             let (plans, tombstones) = state.tick(crate::now_ms());
             if !tombstones.is_empty() {
                 // Expired ids take their producer ids with them: so does the cache.
@@ -518,7 +631,9 @@ impl TxnRuntime {
                 // counted once its abort is complete (markers durable), as aborts are, so a
                 // scrape never shows a timeout whose abort is not yet counted.
                 Metrics::add(&METRICS.fencings, plans.len() as u64);
-                Self::durable(waits).await;
+                if Self::durable(waits).await.is_err() {
+                    return; // The shard moved: its new coordinator finishes the plans.
+                }
                 for plan in plans {
                     match self.finish(plan).await {
                         Ok(_) => Metrics::add(&METRICS.txns_timed_out, 1),
@@ -528,6 +643,7 @@ impl TxnRuntime {
                     }
                 }
             }
+            Err(e) if e.code == ErrorCode::NotCoordinator => {}
             Err(e) => {
                 tracing::error!(error = %e.message, "transaction coordinator tick could not write")
             }
@@ -554,7 +670,7 @@ mod tests {
         let broker = Broker::open(config).unwrap();
         let groups =
             Arc::new(GroupRuntime::open(Arc::clone(&broker), group_config, 4, false).unwrap());
-        Arc::new(TxnRuntime::open(broker, groups, txn_config, 4, false).unwrap())
+        Arc::new(TxnRuntime::open(broker, groups, txn_config, 4, None).unwrap())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -594,7 +710,7 @@ mod tests {
             started.elapsed() >= Duration::from_millis(900),
             "an id of the held partition must wait for it"
         );
-        holder.join().unwrap();
+        holder.join().unwrap().unwrap();
         // The producer id finds its partition (cached, and by asking every partition).
         rt.producer_shards.write().unwrap().clear();
         let verified = rt.verified(pid, 0, "t", 0, false, || Ok(()));
@@ -621,7 +737,10 @@ mod tests {
         assert!(rt.producer_shards.read().unwrap().contains_key(&pid));
         tokio::time::sleep(Duration::from_millis(20)).await;
         rt.tick_shard(rt.shard_of("short-lived")).await;
-        assert!(rt.with_id("short-lived", |c| c.get("short-lived").is_none()));
+        assert_eq!(
+            rt.with_id("short-lived", |c| c.get("short-lived").is_none()),
+            Ok(true)
+        );
         assert!(!rt.producer_shards.read().unwrap().contains_key(&pid));
     }
 }

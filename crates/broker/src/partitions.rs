@@ -64,6 +64,9 @@ impl From<LogError> for ApiError {
                 ErrorCode::UnknownProducerId
             }
             LogError::Producer(SequenceError::InvalidTxnState { .. }) => ErrorCode::InvalidTxnState,
+            LogError::Producer(SequenceError::CoordinatorFenced { .. }) => {
+                ErrorCode::TransactionCoordinatorFenced
+            }
             other => {
                 tracing::error!(error = %other, "storage error");
                 ErrorCode::KafkaStorageError
@@ -299,11 +302,18 @@ impl Partition {
         producer_id: i64,
         epoch: i16,
         commit: bool,
+        coordinator_epoch: i32,
     ) -> Result<(i64, i32), ApiError> {
         let (offset, leader_epoch) = {
             let mut log = self.log();
             let leader_epoch = self.check_leader(-1)?;
-            let offset = log.append_marker(producer_id, epoch, commit, 0, crate::now_ms())?;
+            let offset = log.append_marker(
+                producer_id,
+                epoch,
+                commit,
+                coordinator_epoch,
+                crate::now_ms(),
+            )?;
             self.txn_guards().remove(&producer_id);
             (offset, leader_epoch)
         };

@@ -100,6 +100,8 @@ pub async fn serve(listener: TcpListener, raft: Raft, sessions: Sessions) {
 
 async fn answer(mut stream: TcpStream, peer: std::net::SocketAddr, raft: Raft, sessions: Sessions) {
     let _ = stream.set_nodelay(true);
+    // The broker whose heartbeats come on this connection, if any.
+    let mut heartbeats_of = None;
     loop {
         let rpc: Rpc = match read_frame(&mut stream).await {
             Ok(rpc) => rpc,
@@ -107,9 +109,15 @@ async fn answer(mut stream: TcpStream, peer: std::net::SocketAddr, raft: Raft, s
                 if e.kind() != io::ErrorKind::UnexpectedEof {
                     debug!("cluster connection from {peer} closed: {e}");
                 }
+                if let Some(id) = heartbeats_of {
+                    sessions.disconnected(id);
+                }
                 return;
             }
         };
+        if let Rpc::Heartbeat(id) = &rpc {
+            heartbeats_of = Some(*id);
+        }
         let reply = match rpc {
             Rpc::Append(r) => Reply::Append(raft.append_entries(r).await),
             Rpc::Vote(r) => Reply::Vote(raft.vote(r).await),

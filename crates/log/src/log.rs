@@ -317,7 +317,7 @@ impl PartitionLog {
     pub fn append_from_coordinator(&mut self, batches: &mut [u8]) -> Result<AppendInfo, LogError> {
         for (_, h) in Batches::new(batches) {
             self.producers
-                .check_marker(h.producer_id, h.producer_epoch)?;
+                .check_marker(h.producer_id, h.producer_epoch, -1)?;
         }
         self.write_batches(batches, ProducerStateManager::apply_coordinator)
     }
@@ -332,7 +332,8 @@ impl PartitionLog {
         coordinator_epoch: i32,
         now_ms: i64,
     ) -> Result<i64, LogError> {
-        self.producers.check_marker(producer_id, producer_epoch)?;
+        self.producers
+            .check_marker(producer_id, producer_epoch, coordinator_epoch)?;
         let mut batch = exacta_wire::batch::build_control_batch(
             producer_id,
             producer_epoch,
@@ -345,6 +346,7 @@ impl PartitionLog {
                 producer_id,
                 producer_epoch,
                 commit,
+                coordinator_epoch,
                 h.base_offset,
                 h.max_timestamp,
             )
@@ -864,11 +866,12 @@ fn record_timestamps(batch: &Bytes) -> Result<Vec<(i64, i64)>, LogError> {
 /// Applies one batch of the log to the producer state (recovery and replication).
 fn replay(producers: &mut ProducerStateManager, h: &BatchHeader, batch: &[u8]) {
     if h.is_control() {
-        if let Some(commit) = exacta_wire::batch::marker_type(batch) {
+        if let Some((commit, coordinator_epoch)) = exacta_wire::batch::marker(batch) {
             producers.apply_marker(
                 h.producer_id,
                 h.producer_epoch,
                 commit,
+                coordinator_epoch,
                 h.base_offset,
                 h.max_timestamp,
             );

@@ -22,7 +22,7 @@ use exacta_wire::batch::BatchHeader;
 pub const BATCHES_RETAINED: usize = 5;
 pub const NO_SEQUENCE: i32 = -1;
 
-const SNAPSHOT_VERSION: u16 = 2;
+const SNAPSHOT_VERSION: u16 = 3;
 
 /// Offsets and sequences of one appended batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,10 @@ pub struct ProducerEntry {
     pub last_timestamp: i64,
     /// First offset of the producer's open transaction in this partition, -1 if none.
     pub current_txn_first_offset: i64,
+    /// The newest transaction coordinator epoch of its markers here (-1: none yet): a
+    /// marker from an older coordinator is refused (a coordinator that lost its partition
+    /// but has not noticed yet must not end a newer transaction).
+    pub coordinator_epoch: i32,
 }
 
 /// A transaction aborted in this partition: the range `read_committed` readers skip for
@@ -91,6 +95,14 @@ pub enum SequenceError {
     UnknownProducerId { producer_id: i64, sequence: i32 },
     #[error("producer {producer_id} has an open transaction here: expected a transactional batch")]
     InvalidTxnState { producer_id: i64 },
+    #[error(
+        "marker for producer {producer_id} from coordinator epoch {epoch}, older than {current}"
+    )]
+    CoordinatorFenced {
+        producer_id: i64,
+        epoch: i32,
+        current: i32,
+    },
 }
 
 /// The verdict on a batch that passed the checks.
@@ -169,26 +181,41 @@ impl ProducerStateManager {
         })
     }
 
-    /// Checks a transaction marker from the coordinator: its epoch may not be older than
-    /// the producer's.
-    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {
+    /// Checks a transaction marker (or a coordinator's batch, COORDINATOR_EPOCH -1) from
+    /// the coordinator: its producer epoch may not be older than the producer's, nor its
+    /// coordinator epoch older than the last marker's.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), SequenceError> {
         match self.producers.get(&producer_id) {
             Some(e) if epoch < e.epoch => Err(SequenceError::InvalidProducerEpoch {
                 producer_id,
                 epoch,
                 current: e.epoch,
             }),
+            Some(e) if coordinator_epoch >= 0 && coordinator_epoch < e.coordinator_epoch => {
+                Err(SequenceError::CoordinatorFenced {
+                    producer_id,
+                    epoch: coordinator_epoch,
+                    current: e.coordinator_epoch,
+                })
+            }
             _ => Ok(()),
         }
     }
 
     /// Ends the producer's open transaction at the marker at `marker_offset`; an abort is
     /// remembered for `read_committed` readers. Also used by recovery.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply_marker(
         &mut self,
         producer_id: i64,
         epoch: i16,
         commit: bool,
+        coordinator_epoch: i32,
         marker_offset: i64,
         timestamp: i64,
     ) {
@@ -201,7 +228,9 @@ impl ProducerStateManager {
                 batches: VecDeque::new(),
                 last_timestamp: timestamp,
                 current_txn_first_offset: -1,
+                coordinator_epoch: -1,
             });
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
         if epoch > entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -296,6 +325,7 @@ impl ProducerStateManager {
             body.extend_from_slice(&e.epoch.to_be_bytes());
             body.extend_from_slice(&e.last_timestamp.to_be_bytes());
             body.extend_from_slice(&e.current_txn_first_offset.to_be_bytes());
+            body.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
             body.push(e.batches.len() as u8);
             for b in &e.batches {
                 body.extend_from_slice(&b.first_sequence.to_be_bytes());
@@ -322,7 +352,8 @@ impl ProducerStateManager {
     pub fn from_snapshot(bytes: &[u8]) -> Result<Self, String> {
         let mut r = Reader { buf: bytes, at: 0 };
         let version = u16::from_be_bytes(r.take()?);
-        if version != SNAPSHOT_VERSION {
+        // Version 2 has no coordinator epochs (a single node's, where they are all 0).
+        if version != SNAPSHOT_VERSION && version != 2 {
             return Err(format!("unknown snapshot version {version}"));
         }
         let crc = u32::from_be_bytes(r.take()?);
@@ -336,6 +367,11 @@ impl ProducerStateManager {
             let epoch = i16::from_be_bytes(r.take()?);
             let last_timestamp = i64::from_be_bytes(r.take()?);
             let current_txn_first_offset = i64::from_be_bytes(r.take()?);
+            let coordinator_epoch = if version >= 3 {
+                i32::from_be_bytes(r.take()?)
+            } else {
+                -1
+            };
             let [n] = r.take::<1>()?;
             let mut batches = VecDeque::with_capacity(usize::from(n).min(BATCHES_RETAINED));
             for _ in 0..n {
@@ -355,6 +391,7 @@ impl ProducerStateManager {
                     batches,
                     last_timestamp,
                     current_txn_first_offset,
+                    coordinator_epoch,
                 },
             );
         }
@@ -439,6 +476,7 @@ fn empty_entry(h: &BatchHeader) -> ProducerEntry {
         batches: VecDeque::with_capacity(BATCHES_RETAINED),
         last_timestamp: -1,
         current_txn_first_offset: -1,
+        coordinator_epoch: -1,
     }
 }
 
@@ -577,12 +615,58 @@ mod tests {
     fn after_an_epoch_bumping_marker_sequences_restart_at_zero() {
         let mut m = ProducerStateManager::default();
         appended(&mut m, batch(7, 0, 0, 3, 0));
-        m.apply_marker(7, 1, true, 3, 1000);
+        m.apply_marker(7, 1, true, 0, 3, 1000);
         assert!(matches!(
             m.check(&[batch(7, 1, 3, 1, -1)]),
             Err(SequenceError::OutOfOrderSequence { .. })
         ));
         assert_eq!(m.check(&[batch(7, 1, 0, 1, -1)]), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn markers_from_an_older_coordinator_are_fenced_and_the_epoch_survives_a_snapshot() {
+        let mut m = ProducerStateManager::default();
+        appended(&mut m, batch(7, 0, 0, 3, 0));
+        assert_eq!(m.check_marker(7, 0, 2), Ok(()));
+        m.apply_marker(7, 0, true, 2, 3, 1000);
+        // A coordinator that lost its partition (epoch 1) may not end a later transaction.
+        assert!(matches!(
+            m.check_marker(7, 0, 1),
+            Err(SequenceError::CoordinatorFenced {
+                epoch: 1,
+                current: 2,
+                ..
+            })
+        ));
+        assert_eq!(m.check_marker(7, 0, 2), Ok(()));
+        assert_eq!(m.check_marker(7, 0, 3), Ok(()));
+        // No coordinator epoch (a coordinator's own batch, an operator's abort): unchecked.
+        assert_eq!(m.check_marker(7, 0, -1), Ok(()));
+        // An older coordinator epoch never lowers the one kept.
+        m.apply_marker(7, 0, false, -1, 4, 1001);
+        let restored = ProducerStateManager::from_snapshot(&m.to_snapshot()).unwrap();
+        assert_eq!(restored, m);
+        assert_eq!(restored.get(7).unwrap().coordinator_epoch, 2);
+    }
+
+    #[test]
+    fn a_version_2_snapshot_loads_without_coordinator_epochs() {
+        let mut m = ProducerStateManager::default();
+        appended(&mut m, batch(7, 0, 0, 3, 0));
+        let v3 = m.to_snapshot();
+        // Version 2: the same entries without the 4-byte coordinator epoch (after the
+        // producer id, epoch, timestamp and open transaction offset), CRC recomputed.
+        let body = &v3[6..];
+        let entry_start = 4;
+        let epoch_at = entry_start + 8 + 2 + 8 + 8;
+        let mut body2 = body[..epoch_at].to_vec();
+        body2.extend_from_slice(&body[epoch_at + 4..]);
+        let mut v2 = 2u16.to_be_bytes().to_vec();
+        v2.extend_from_slice(&crc32c::crc32c(&body2).to_be_bytes());
+        v2.extend_from_slice(&body2);
+        let loaded = ProducerStateManager::from_snapshot(&v2).unwrap();
+        assert_eq!(loaded.get(7).unwrap().coordinator_epoch, -1);
+        assert_eq!(loaded.get(7).unwrap().batches, m.get(7).unwrap().batches);
     }
 
     #[test]

@@ -421,10 +421,24 @@ pub fn build_control_batch(
 
 /// For a control batch: `Some(true)` for a commit marker, `Some(false)` for an abort.
 pub fn marker_type(batch: &[u8]) -> Option<bool> {
+    marker(batch).map(|(commit, _)| commit)
+}
+
+/// For a control batch: whether it commits, and the coordinator epoch its value carries
+/// (-1 when it has none).
+pub fn marker(batch: &[u8]) -> Option<(bool, i32)> {
     let mut buf = bytes::Bytes::copy_from_slice(batch);
     let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).ok()?;
-    let key = set.records.first()?.key.as_ref()?;
-    (key.len() >= 4).then(|| i16::from_be_bytes([key[2], key[3]]) == 1)
+    let record = set.records.first()?;
+    let key = record.key.as_ref()?;
+    if key.len() < 4 {
+        return None;
+    }
+    let coordinator_epoch = match record.value.as_deref() {
+        Some(v) if v.len() >= 6 => i32::from_be_bytes([v[2], v[3], v[4], v[5]]),
+        _ => -1,
+    };
+    Some((i16::from_be_bytes([key[2], key[3]]) == 1, coordinator_epoch))
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub fn handle(broker: &Broker, request: DescribeProducersRequest) -> DescribePro
                                 .with_producer_epoch(i32::from(p.epoch))
                                 .with_last_sequence(p.last_sequence())
                                 .with_last_timestamp(p.last_timestamp)
-                                .with_coordinator_epoch(-1)
+                                .with_coordinator_epoch(p.coordinator_epoch)
                                 .with_current_txn_start_offset(p.current_txn_first_offset)
                         })
                         .collect();

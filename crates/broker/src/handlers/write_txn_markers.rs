@@ -16,6 +16,7 @@ use kafka_protocol::messages::write_txn_markers_response::{
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
+use crate::txns::markers::Marker;
 use crate::Node;
 
 pub async fn handle(node: &Arc<Node>, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
@@ -35,15 +36,13 @@ pub async fn handle(node: &Arc<Node>, request: WriteTxnMarkersRequest) -> WriteT
                     Some(Ok(())) => ErrorCode::None,
                     Some(Err(code)) => *code,
                     None => {
-                        write_marker(
-                            node,
-                            topic.name.as_str(),
-                            index,
+                        let written = Marker {
                             producer_id,
-                            marker.producer_epoch,
-                            marker.transaction_result,
-                        )
-                        .await
+                            epoch: marker.producer_epoch,
+                            commit: marker.transaction_result,
+                            coordinator_epoch: marker.coordinator_epoch,
+                        };
+                        write_marker(node, topic.name.as_str(), index, written).await
                     }
                 };
                 partitions.push(
@@ -63,34 +62,17 @@ pub async fn handle(node: &Arc<Node>, request: WriteTxnMarkersRequest) -> WriteT
     response
 }
 
-async fn write_marker(
-    node: &Node,
-    topic: &str,
-    index: i32,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
-) -> ErrorCode {
+async fn write_marker(node: &Node, topic: &str, index: i32, marker: Marker) -> ErrorCode {
     if node.broker.partition(topic, index).is_none() {
         return ErrorCode::UnknownTopicOrPartition;
     }
-    let code = crate::txns::markers::write_local(
-        &node.broker,
-        &node.groups,
-        topic,
-        index,
-        producer_id,
-        epoch,
-        commit,
-    )
-    .await;
+    let code =
+        crate::txns::markers::write_local(&node.broker, &node.groups, topic, index, marker).await;
     if code == ErrorCode::None {
         tracing::debug!(
             topic,
             partition = index,
-            producer_id,
-            epoch,
-            commit,
+            ?marker,
             "transaction marker written on request"
         );
     }

@@ -11,7 +11,10 @@
 //! 3. takes the leader's high watermark, capped by its own log end.
 //!
 //! A task ends when no partition follows its leader any more; [`Fetchers::refresh`]
-//! starts the tasks the current roles need.
+//! starts the tasks the current roles need and wakes the running ones, so a partition
+//! that just began following a leader is fetched at once rather than after the long poll
+//! in flight (a new leader's high watermark, and so its coordinators' loading, waits for
+//! that first fetch).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::Role;
@@ -42,7 +46,7 @@ const BACKOFF: Duration = Duration::from_millis(50);
 pub struct Fetchers {
     broker: Arc<Broker>,
     cluster: Arc<ClusterRuntime>,
-    tasks: HashMap<i32, JoinHandle<()>>,
+    tasks: HashMap<i32, (JoinHandle<()>, Arc<Notify>)>,
 }
 
 impl Fetchers {
@@ -56,9 +60,12 @@ impl Fetchers {
 
     /// Starts a fetcher for every leader some local partition follows and has none.
     pub fn refresh(&mut self) {
-        self.tasks.retain(|_, task| !task.is_finished());
+        self.tasks.retain(|_, (task, _)| !task.is_finished());
         if self.cluster.stopping() {
             return;
+        }
+        for (_, changed) in self.tasks.values() {
+            changed.notify_one();
         }
         let mut leaders: Vec<i32> = following(&self.broker, None)
             .iter()
@@ -76,8 +83,9 @@ impl Fetchers {
             let broker = Arc::clone(&self.broker);
             let cluster = Arc::clone(&self.cluster);
             tracing::debug!(leader, "starting a replica fetcher");
-            self.tasks
-                .insert(leader, tokio::spawn(fetch_from(broker, cluster, leader)));
+            let changed = Arc::new(Notify::new());
+            let task = tokio::spawn(fetch_from(broker, cluster, leader, Arc::clone(&changed)));
+            self.tasks.insert(leader, (task, changed));
         }
     }
 }
@@ -95,7 +103,12 @@ fn following(broker: &Broker, leader: Option<i32>) -> Vec<Arc<Partition>> {
         .collect()
 }
 
-async fn fetch_from(broker: Arc<Broker>, cluster: Arc<ClusterRuntime>, leader: i32) {
+async fn fetch_from(
+    broker: Arc<Broker>,
+    cluster: Arc<ClusterRuntime>,
+    leader: i32,
+    changed: Arc<Notify>,
+) {
     let mut connection: Option<Connection> = None;
     loop {
         if cluster.stopping() {
@@ -127,10 +140,17 @@ async fn fetch_from(broker: Arc<Broker>, cluster: Arc<ClusterRuntime>, leader: i
             truncate(conn, cluster.me, &partitions).await?;
             fetch(conn, &broker, cluster.me, &partitions).await
         };
-        if let Err(e) = round.await {
-            tracing::debug!(leader, error = %e, "replica fetch round failed");
-            connection = None;
-            tokio::time::sleep(BACKOFF).await;
+        tokio::select! {
+            done = round => if let Err(e) = done {
+                tracing::debug!(leader, error = %e, "replica fetch round failed");
+                connection = None;
+                tokio::time::sleep(BACKOFF).await;
+            },
+            () = changed.notified() => {
+                // Roles changed: fetch the new set now. The answer to the abandoned
+                // request would arrive on this connection, so it goes too.
+                connection = None;
+            }
         }
     }
 }

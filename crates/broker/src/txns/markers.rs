@@ -10,6 +10,10 @@
 //! coordinating the transaction meanwhile, it gives up; the new coordinator loads the
 //! Prepare record and writes the markers again (a repeated marker is harmless: the second
 //! finds no open transaction, or is refused as stale, and either way the partition is done).
+//! Each marker carries the coordinator epoch (the leader epoch of the coordinator's
+//! `__transaction_state` partition): a partition refuses markers from an older coordinator
+//! than one it has seen for the producer (TRANSACTION_COORDINATOR_FENCED), so a coordinator
+//! cut off from the cluster cannot end its successor's later transaction with a late marker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,8 +27,19 @@ use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
 
 use super::TxnRuntime;
+use crate::coordinators::Serving;
 use crate::groups::{GroupRuntime, OFFSETS_TOPIC};
 use crate::partitions::Broker;
+
+/// One producer's marker: its producer epoch, the outcome, and the epoch of the coordinator
+/// that decided it.
+#[derive(Debug, Clone, Copy)]
+pub struct Marker {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit: bool,
+    pub coordinator_epoch: i32,
+}
 
 /// The longest pause between two rounds of markers still to deliver.
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -33,6 +48,7 @@ impl TxnRuntime {
     /// Writes PLAN's marker in every partition of its transaction and waits until each is
     /// committed (see the module docs).
     pub(super) async fn write_markers(&self, plan: &EndPlan) -> Result<(), ErrorCode> {
+        let coordinator_epoch = self.coordinator_epoch(&plan.transactional_id)?;
         let mut pending: Vec<(String, i32)> = plan.partitions.clone();
         let mut pause = Duration::from_millis(20);
         loop {
@@ -52,8 +68,11 @@ impl TxnRuntime {
             }
             for (leader, partitions) in by_leader {
                 let left = match &self.cluster {
-                    Some(c) if leader != c.me => self.remote(c, leader, plan, partitions).await,
-                    _ => self.local(plan, partitions).await?,
+                    Some(c) if leader != c.me => {
+                        self.remote(c, leader, plan, coordinator_epoch, partitions)
+                            .await?
+                    }
+                    _ => self.local(plan, coordinator_epoch, partitions).await?,
                 };
                 pending.extend(left);
             }
@@ -74,20 +93,18 @@ impl TxnRuntime {
     async fn local(
         &self,
         plan: &EndPlan,
+        coordinator_epoch: i32,
         partitions: Vec<(String, i32)>,
     ) -> Result<Vec<(String, i32)>, ErrorCode> {
         let mut again = Vec::new();
         for (topic, index) in partitions {
-            let code = write_local(
-                &self.broker,
-                &self.groups,
-                &topic,
-                index,
-                plan.producer_id,
-                plan.epoch,
-                plan.commit,
-            )
-            .await;
+            let marker = Marker {
+                producer_id: plan.producer_id,
+                epoch: plan.epoch,
+                commit: plan.commit,
+                coordinator_epoch,
+            };
+            let code = write_local(&self.broker, &self.groups, &topic, index, marker).await;
             match code {
                 ErrorCode::None => {}
                 ErrorCode::NotLeaderOrFollower if self.cluster.is_some() => {
@@ -102,14 +119,16 @@ impl TxnRuntime {
         Ok(again)
     }
 
-    /// WriteTxnMarkers to LEADER for PARTITIONS; returns those to try again.
+    /// WriteTxnMarkers to LEADER for PARTITIONS; returns those to try again, or
+    /// NOT_COORDINATOR when a partition knows a newer coordinator.
     async fn remote(
         &self,
         cluster: &crate::cluster::ClusterRuntime,
         leader: i32,
         plan: &EndPlan,
+        coordinator_epoch: i32,
         partitions: Vec<(String, i32)>,
-    ) -> Vec<(String, i32)> {
+    ) -> Result<Vec<(String, i32)>, ErrorCode> {
         let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
         for (topic, index) in &partitions {
             topics.entry(topic).or_default().push(*index);
@@ -118,7 +137,7 @@ impl TxnRuntime {
             .with_producer_id(ProducerId(plan.producer_id))
             .with_producer_epoch(plan.epoch)
             .with_transaction_result(plan.commit)
-            .with_coordinator_epoch(0)
+            .with_coordinator_epoch(coordinator_epoch)
             .with_topics(
                 topics
                     .into_iter()
@@ -134,7 +153,7 @@ impl TxnRuntime {
             Ok(r) => r,
             Err(e) => {
                 tracing::debug!(leader, error = %e, "transaction markers not delivered yet");
-                return partitions;
+                return Ok(partitions);
             }
         };
         let mut again = Vec::new();
@@ -143,6 +162,10 @@ impl TxnRuntime {
                 for p in topic.partitions {
                     match ErrorCode::from_code(p.error_code) {
                         Some(ErrorCode::None) => {}
+                        Some(ErrorCode::TransactionCoordinatorFenced) => {
+                            tracing::info!(leader, transactional_id = %plan.transactional_id, "a newer coordinator wrote this producer's markers; stopping");
+                            return Err(ErrorCode::NotCoordinator);
+                        }
                         code => {
                             tracing::debug!(leader, topic = %topic.name.as_str(), partition = p.partition_index, error = ?code, "transaction marker not written yet");
                             again.push((topic.name.to_string(), p.partition_index));
@@ -151,7 +174,16 @@ impl TxnRuntime {
                 }
             }
         }
-        again
+        Ok(again)
+    }
+
+    /// The coordinator epoch markers for TRANSACTIONAL_ID carry: its shard's leader epoch
+    /// (0 on a single node).
+    fn coordinator_epoch(&self, transactional_id: &str) -> Result<i32, ErrorCode> {
+        match self.lock(self.shard_of(transactional_id)).serving {
+            Serving::Leader(epoch) => Ok(epoch),
+            _ => Err(ErrorCode::NotCoordinator),
+        }
     }
 }
 
@@ -164,10 +196,14 @@ pub async fn write_local(
     groups: &GroupRuntime,
     topic: &str,
     index: i32,
-    producer_id: i64,
-    epoch: i16,
-    commit: bool,
+    marker: Marker,
 ) -> ErrorCode {
+    let Marker {
+        producer_id,
+        epoch,
+        commit,
+        coordinator_epoch,
+    } = marker;
     let Some(partition) = broker.partition(topic, index) else {
         tracing::warn!(
             topic,
@@ -176,7 +212,8 @@ pub async fn write_local(
         );
         return ErrorCode::None;
     };
-    let (offset, leader_epoch) = match partition.append_marker(producer_id, epoch, commit) {
+    let written = partition.append_marker(producer_id, epoch, commit, coordinator_epoch);
+    let (offset, leader_epoch) = match written {
         Ok(written) => written,
         Err(e) if e.code == ErrorCode::InvalidProducerEpoch => {
             tracing::warn!(topic, partition = index, error = %e.message, "skipping a stale transaction marker");

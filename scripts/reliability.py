@@ -80,13 +80,20 @@ SIZED = {
                 ["-k", "leader_kills"]),
     "cluster-groups": ({"EXACTA_CLUSTER_GROUP_RECORDS": "200000",
                         "EXACTA_CLUSTER_GROUP_KILLS": "20"}, ["-k", "coordinator_kills"]),
-    "verify-injected": ({"EXACTA_VERIFY_INJECTED_RECORDS": "3000"},
+    "cluster-transactions": ({"EXACTA_CLUSTER_TXN_ROUNDS": "5000",
+                              "EXACTA_CLUSTER_TXN_KILLS": "30"}, ["-k", "coordinator_kills"]),
+    "cluster-verify": ({"EXACTA_CLUSTER_VERIFY_RECORDS": "600000",
+                        "EXACTA_CLUSTER_VERIFY_KILLS": "200"}, ["-k", "librdkafka"]),
+    "verify-injected": ({"EXACTA_VERIFY_INJECTED_RECORDS": "3000",
+                         "EXACTA_VERIFY_INJECTED_CLIENTS": "librdkafka,kafka-python,aiokafka,kafkajs"},
                         ["-k", "injected_errors_duplicates_and_blackholes"]),
 }
 SIZED_FILES = {"idempotence": "test_idempotence.py", "streams": "test_streams.py",
                "flink": "test_flink.py", "kafka": "test_kafka_tools.py",
                "sink": "test_sink_faults.py", "cluster": "test_cluster.py",
-               "cluster-groups": "test_cluster_groups.py", "verify": "test_verify.py"}
+               "cluster-groups": "test_cluster_groups.py",
+               "cluster-transactions": "test_cluster_transactions.py",
+               "cluster-verify": "test_cluster_verify.py", "verify": "test_verify.py"}
 
 
 def sized(name):
@@ -218,7 +225,8 @@ def main():
                              "kafkajs-injected", "idempotence", "idempotence-kafka-python",
                              "idempotence-other-clients",
                              "kill9", "power-loss", "corrupt-tails", "streams", "flink", "kafka-tools", "sink",
-                             "verify-injected", "cluster", "cluster-groups"]
+                             "verify-injected", "cluster", "cluster-groups",
+                             "cluster-transactions", "cluster-verify"]
     failed = []
     for name in names:
         print(f"## {name}", flush=True)

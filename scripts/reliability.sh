@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The full reliability runs of docs/reliability.md (hours). CI runs short
 # versions of each (tests/interop/test_verify.py, test_chaos.py, test_durability.py,
-# test_streams.py, test_flink.py, test_kafka_tools.py, test_sink_faults.py, test_cluster.py, test_cluster_groups.py).
+# test_streams.py, test_flink.py, test_kafka_tools.py, test_sink_faults.py, test_cluster*.py).
 # Usage: scripts/reliability.sh [baseline|copier-kills|broker-kills|broker-pauses|delays|injected|
-#        kafka-python|aiokafka|aiokafka-injected|kafkajs|kafkajs-injected|idempotence|idempotence-kafka-python|idempotence-other-clients|kill9|power-loss|corrupt-tails|streams|flink|kafka-tools|sink|verify-injected|cluster|cluster-groups ...]
+#        kafka-python|aiokafka|aiokafka-injected|kafkajs|kafkajs-injected|idempotence|idempotence-kafka-python|idempotence-other-clients|kill9|power-loss|corrupt-tails|streams|flink|kafka-tools|sink|verify-injected|cluster|cluster-groups|cluster-transactions|cluster-verify ...]
 # (default: all, a few hours on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."

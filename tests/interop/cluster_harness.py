@@ -89,6 +89,7 @@ class Node:
 
 class Cluster:
     def __init__(self, root, size=3):
+        Path(root).mkdir(parents=True, exist_ok=True)
         self.nodes = [Node(i + 1, f"127.0.0.{11 + i}", root) for i in range(size)]
         self.voters = ",".join(n.voter for n in self.nodes)
 

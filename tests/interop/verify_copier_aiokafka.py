@@ -69,7 +69,12 @@ async def main():
     consumer = AIOKafkaConsumer(bootstrap_servers=args.bootstrap_server, group_id=args.group,
                                 isolation_level="read_committed", enable_auto_commit=False,
                                 auto_offset_reset="earliest", session_timeout_ms=6000,
-                                heartbeat_interval_ms=500, fetch_max_wait_ms=100)
+                                heartbeat_interval_ms=500, fetch_max_wait_ms=100,
+                                # aiokafka does not refresh metadata when the ListOffsets
+                                # of an offset reset fails with NOT_LEADER_OR_FOLLOWER (it
+                                # retries the old leader until the next periodic refresh,
+                                # 5 min by default): after a leader moves, keep that short.
+                                metadata_max_age_ms=2000)
     Revocations.idle = asyncio.Event()
     Revocations.idle.set()
     consumer.subscribe([args.input], listener=Revocations())

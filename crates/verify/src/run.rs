@@ -36,6 +36,10 @@ pub struct RunArgs {
     pub input_partitions: i32,
     #[arg(long, default_value_t = 3)]
     pub output_partitions: i32,
+    /// Replication factor of the input and output topics (-1: the broker's default,
+    /// 1 on a single node).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub replication_factor: i32,
     /// Records a copier reads per transaction (at most).
     #[arg(long, default_value_t = 750)]
     pub records_per_txn: usize,
@@ -459,7 +463,10 @@ fn create_topics(args: &RunArgs, topics: &[(&str, i32)]) -> anyhow::Result<()> {
         .build()?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| {
+            let replication = TopicReplication::Fixed(args.replication_factor);
+            NewTopic::new(name, *partitions, replication)
+        })
         .collect();
     let results = runtime.block_on(admin.create_topics(
         &new,

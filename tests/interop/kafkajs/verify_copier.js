@@ -43,7 +43,7 @@ function random () {
 
 const kafka = new Kafka({
   clientId: `exacta-verify-${args.tag}`,
-  brokers: [args.bootstrap_server],
+  brokers: args.bootstrap_server.split(','),
   logLevel: logLevel.NOTHING,
   retry: { retries: 10, initialRetryTime: 50, maxRetryTime: 1000 }
 })

@@ -11,11 +11,13 @@
 //!
 //! To ensure correctness: ending a transaction is Prepare record durable → a marker in every
 //! partition durable → Complete record appended → answer (a lost Complete is redone from
-//! the Prepare at restart). A transactional produce is checked and appended under the lock
-//! of its transactional id's partition, where that id's Prepare record is also written, so
-//! it either precedes the Prepare record (and is covered by the markers) or is refused; it
-//! can never land after a marker and start a hanging transaction. Records are appended
-//! under the same lock, so each partition's log order is its state order.
+//! the Prepare at restart). On a single node a transactional produce is checked and
+//! appended under the lock of its transactional id's partition, where that id's Prepare
+//! record is also written, so it either precedes the Prepare record (and is covered by the
+//! markers) or is refused; it can never land after a marker and start a hanging
+//! transaction (a cluster gets the same guarantee from [`verify`]). Records are appended
+//! under the same lock, so each partition's log order is its state order. Timeouts and
+//! the completion of transactions prepared before a restart: [`tick`].
 //!
 //! In a cluster a shard is served only by the leader of its `__transaction_state`
 //! partition ([`load`]), markers go to each partition's leader ([`markers`]), and a
@@ -24,11 +26,11 @@
 
 mod load;
 pub mod markers;
+mod tick;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
 
 use bytes::BytesMut;
 use exacta_coordinator::group::partition_for;
@@ -576,78 +578,6 @@ impl TxnRuntime {
             return Some(Err(e));
         }
         Some(self.finish(plan).await)
-    }
-
-    /// Finishes transactions left in Prepare* by a restart, then times out open ones and
-    /// expires idle ids, every 100 ms.
-    pub async fn tick_loop(self: Arc<Self>) {
-        // In a cluster a new leader of a shard does this when it loads it.
-        let unfinished: Vec<EndPlan> = self
-            .each(|s| s.unfinished())
-            .into_iter()
-            .flatten()
-            .collect();
-        for plan in unfinished {
-            tracing::info!(transactional_id = %plan.transactional_id, commit = plan.commit, "completing a transaction prepared before the restart");
-            if let Err(e) = self.finish(plan).await {
-                tracing::error!(error = %e, "could not complete a prepared transaction");
-            }
-        }
-        let mut every = tokio::time::interval(Duration::from_millis(100));
-        loop {
-            every.tick().await;
-            for shard in 0..self.shards.len() {
-                if matches!(self.lock(shard).serving, Serving::Leader(_)) {
-                    self.tick_shard(shard).await;
-                }
-            }
-        }
-    }
-
-    /// Times out open transactions and expires idle ids of one shard.
-    async fn tick_shard(&self, shard: usize) {
-        let work = {
-            let Ok(mut state) = self.lock_serving(shard) else {
-                return;
-            };
-            let (plans, tombstones) = state.tick(crate::now_ms());
-            if !tombstones.is_empty() {
-                // Expired ids take their producer ids with them: so does the cache.
-                self.producer_shards
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .retain(|pid, s| *s != shard || state.knows_producer(*pid));
-            }
-            let mut records: Vec<TxnRecord> = plans.iter().map(|p| p.prepare.clone()).collect();
-            records.extend(tombstones);
-            if records.is_empty() {
-                return;
-            }
-            self.append(&records).map(|waits| (plans, waits))
-        };
-        match work {
-            Ok((plans, waits)) => {
-                // Each plan aborts a timed-out transaction with an epoch bump. The timeout is
-                // counted once its abort is complete (markers durable), as aborts are, so a
-                // scrape never shows a timeout whose abort is not yet counted.
-                Metrics::add(&METRICS.fencings, plans.len() as u64);
-                if Self::durable(waits).await.is_err() {
-                    return; // The shard moved: its new coordinator finishes the plans.
-                }
-                for plan in plans {
-                    match self.finish(plan).await {
-                        Ok(_) => Metrics::add(&METRICS.txns_timed_out, 1),
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not abort a timed-out transaction")
-                        }
-                    }
-                }
-            }
-            Err(e) if e.code == ErrorCode::NotCoordinator => {}
-            Err(e) => {
-                tracing::error!(error = %e.message, "transaction coordinator tick could not write")
-            }
-        }
     }
 }
 

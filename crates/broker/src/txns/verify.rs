@@ -218,3 +218,65 @@ pub async fn check(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BrokerConfig;
+    use crate::partitions::Broker;
+
+    fn batch(sequence: i32) -> Vec<u8> {
+        exacta_wire::batch::build_transactional_batch(
+            &[b"r".to_vec()],
+            1_700_000_000_000,
+            (7, 0, sequence),
+        )
+    }
+
+    /// The race the guard closes: a marker lands between the coordinator's check and the
+    /// append. The late write is refused and nothing is appended; a checked write whose
+    /// guard held goes in, and later writes of its transaction need no check.
+    #[test]
+    fn a_write_checked_before_a_marker_is_refused_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..BrokerConfig::default()
+        })
+        .unwrap();
+        let topic = broker
+            .create_topic("t", 1, Default::default(), false)
+            .unwrap();
+        let p = Arc::clone(&topic.partitions[0]);
+        let TxnAppend::Check(guard) = p.append_in_txn(&mut batch(0), 7, 0, None).unwrap() else {
+            panic!("the first write of a transaction must be checked");
+        };
+        assert_eq!(p.log_end_offset(), 0, "nothing appended before the check");
+        // The coordinator ends the transaction (it had timed out, say) before the append.
+        p.append_marker(7, 0, false, 0).unwrap();
+        let end = p.log_end_offset();
+        let late = p.append_in_txn(&mut batch(0), 7, 0, Some(guard));
+        assert_eq!(late.err().map(|e| e.code), Some(ErrorCode::InvalidTxnState));
+        assert_eq!(p.log_end_offset(), end, "the late write was not appended");
+        // The next transaction: checked, then appended while its guard holds.
+        let TxnAppend::Check(guard) = p.append_in_txn(&mut batch(0), 7, 0, None).unwrap() else {
+            panic!("a new transaction is checked again");
+        };
+        assert!(matches!(
+            p.append_in_txn(&mut batch(0), 7, 0, Some(guard)).unwrap(),
+            TxnAppend::Done(_)
+        ));
+        // Open here now: the next batch goes straight in, no check.
+        assert!(matches!(
+            p.append_in_txn(&mut batch(1), 7, 0, None).unwrap(),
+            TxnAppend::Done(_)
+        ));
+        // A marker from an older coordinator than the last one is refused.
+        p.append_marker(7, 0, true, 2).unwrap();
+        let stale = p.append_marker(7, 0, true, 1);
+        assert_eq!(
+            stale.err().map(|e| e.code),
+            Some(ErrorCode::TransactionCoordinatorFenced)
+        );
+    }
+}

@@ -28,6 +28,7 @@ class Node:
         self.host = host
         self.port = free_port(host)
         self.cluster_port = free_port(host)
+        self.metrics_port = free_port(host)
         self.data_dir = Path(root) / f"node{node_id}"
         self.log_path = Path(root) / f"node{node_id}.log"
         self.proc = None
@@ -43,6 +44,7 @@ class Node:
     def args(self, voters):
         return [str(BIN), "serve", "--node-id", str(self.id), "--listen", self.address,
                 "--cluster-listen", f"{self.host}:{self.cluster_port}", "--voters", voters,
+                "--metrics-listen", f"{self.host}:{self.metrics_port}",
                 "--data-dir", str(self.data_dir)]
 
     def start(self, voters):
@@ -75,6 +77,15 @@ class Node:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(30)
             self.proc = None
+
+    def metrics(self):
+        """The node's Prometheus metrics: {name{labels}: value}."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics",
+                                    timeout=10) as r:
+            text = r.read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -236,6 +236,15 @@ def test_sigterm_moves_leadership_before_the_node_stops(cluster):
     assert producer.flush(30) == 0
     leader = partitions(admin, topic)[0].leader
     node = cluster.node(leader)
+    # Replication and quorum metrics before: one controller, every replica caught up.
+    before = {n.id: n.metrics() for n in cluster.nodes}
+    assert sum(m["exacta_raft_leader"] for m in before.values()) == 1
+    assert all(m["exacta_raft_term"] >= 1 for m in before.values())
+    lags = {k: v for m in before.values() for k, v in m.items()
+            if k.startswith(f'exacta_partition_replica_lag{{topic="{topic}"')}
+    assert len(lags) == 2 * PARTITIONS and set(lags.values()) == {0}, lags
+    assert all(m["exacta_under_replicated_partitions"] == 0 for m in before.values())
+    changes = {n: m["exacta_leader_changes_total"] for n, m in before.items()}
     node.stop()  # SIGTERM, waits for the exit
     assert "controlled shutdown: leadership moved to other replicas" in node.this_start(), \
         node.this_start()[-2000:]
@@ -248,6 +257,10 @@ def test_sigterm_moves_leadership_before_the_node_stops(cluster):
         {n.id: n.id != leader for n in cluster.nodes}
     assert down["under_replicated"] >= PARTITIONS and down["offline"] == 0, down
     assert all(str(leader) not in p["isr"].split(",") for p in down["listed"]), down
+    after = {n.id: n.metrics() for n in cluster.nodes if n.id != leader}
+    assert sum(m["exacta_under_replicated_partitions"] for m in after.values()) >= PARTITIONS
+    assert any(m["exacta_leader_changes_total"] > changes[n] for n, m in after.items())
+
     for i in range(1000):
         producer.produce(topic, value=f"b{i}")
     assert producer.flush(30) == 0
@@ -256,6 +269,10 @@ def test_sigterm_moves_leadership_before_the_node_stops(cluster):
              "the restarted node back in every ISR")
     healthy = status(cluster)
     assert healthy["under_replicated"] == 0 and healthy["offline"] == 0, healthy
+    # The leaders proposed the ISR changes that took the node back, timed per commit.
+    commits = lambda metrics: sum(m["exacta_raft_commit_duration_seconds_count"]
+                                  for m in metrics.values())
+    assert commits({n.id: n.metrics() for n in cluster.nodes}) > commits(after)
     assert all(n["answers"] for n in healthy["nodes"])
     assert sum(n["controller"] for n in healthy["nodes"]) == 1
     seen = read_all(cluster, topic, 2000)

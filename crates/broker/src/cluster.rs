@@ -447,10 +447,16 @@ impl ClusterRuntime {
 
     /// Proposes COMMAND; a quorum that cannot commit is REQUEST_TIMED_OUT.
     pub async fn propose(&self, command: Command) -> Result<Response, ApiError> {
-        self.node
+        let started = std::time::Instant::now();
+        let response = self
+            .node
             .propose(command, ADMIN_TIMEOUT)
             .await
-            .map_err(|e| ApiError::new(ErrorCode::RequestTimedOut, e))
+            .map_err(|e| ApiError::new(ErrorCode::RequestTimedOut, e))?;
+        crate::metrics::METRICS
+            .quorum_commit_seconds
+            .observe(started.elapsed());
+        Ok(response)
     }
 
     async fn wait_applied(

@@ -45,7 +45,7 @@ impl Histogram {
             .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
         let count = self.count.load(Ordering::Relaxed);
         if count == 0 && !labels.is_empty() {
             return;
@@ -97,6 +97,10 @@ pub struct Metrics {
     pub txns_aborted: AtomicU64,
     pub txns_timed_out: AtomicU64,
     pub fencings: AtomicU64,
+    /// A cluster node: partition leaderships taken (a new leader epoch here).
+    pub leader_changes: AtomicU64,
+    /// A cluster node: metadata changes proposed here until the quorum committed them.
+    pub quorum_commit_seconds: Histogram,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -117,6 +121,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     txns_aborted: AtomicU64::new(0),
     txns_timed_out: AtomicU64::new(0),
     fencings: AtomicU64::new(0),
+    leader_changes: AtomicU64::new(0),
+    quorum_commit_seconds: Histogram::new(),
 });
 
 impl Metrics {
@@ -135,14 +141,14 @@ impl Metrics {
     }
 }
 
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+pub(crate) fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(
         out,
         "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
     );
 }
 
-fn gauge_header(out: &mut String, name: &str, help: &str) {
+pub(crate) fn gauge_header(out: &mut String, name: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
 }
 
@@ -364,6 +370,9 @@ pub fn render(node: &Node) -> String {
                 );
             }
         }
+    }
+    if let Some(cluster) = &node.cluster {
+        crate::replication::metrics::render(&mut out, &node.broker, cluster);
     }
     out
 }

@@ -31,6 +31,16 @@ pub struct Node {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The quorum as one node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuorumStatus {
+    pub term: u64,
+    /// Whether this node leads (is the active controller).
+    pub leader: bool,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+}
+
 /// Raft timing for brokers on one network: heartbeats every 100 ms, elections after
 /// 300-600 ms without one (so a leader's loss is noticed well under a second).
 pub fn config() -> Config {
@@ -98,6 +108,17 @@ impl Node {
     /// The node this one believes leads the quorum.
     pub async fn leader(&self) -> Option<NodeId> {
         self.current_leader()
+    }
+
+    /// This node's view of the quorum (for metrics).
+    pub fn quorum_status(&self) -> QuorumStatus {
+        let m = self.raft.metrics().borrow().clone();
+        QuorumStatus {
+            term: m.current_term,
+            leader: m.state == ServerState::Leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+        }
     }
 
     /// [`Node::leader`] without waiting (from the latest Raft metrics).

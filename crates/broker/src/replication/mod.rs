@@ -19,6 +19,7 @@
 pub mod fetcher;
 pub mod follow;
 pub mod isr;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -183,6 +184,7 @@ impl Partition {
                     .collect(),
                 _ => {
                     tracing::info!(topic = %self.topic, partition = self.index, epoch, "leading");
+                    crate::metrics::Metrics::add(&crate::metrics::METRICS.leader_changes, 1);
                     HashMap::new()
                 }
             };

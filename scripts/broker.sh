@@ -9,7 +9,7 @@ start_broker() {
         2> "$broker_data.log" &
     pid=$!
     _broker_cleanup="kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf '$broker_data' '$broker_data.log' '$broker_data.toml';"
-    trap 'eval "${_broker_cleanup:-}${_kafka_cleanup:-}${_pg_cleanup:-}"' EXIT
+    trap 'eval "${_broker_cleanup:-}${_kafka_cleanup:-}${_pg_cleanup:-}${_extra_cleanup:-}"' EXIT
     port=""
     for _ in $(seq 100); do
         port=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$broker_data.log" | grep -oE '[0-9]+$' || true)

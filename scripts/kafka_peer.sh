@@ -41,7 +41,7 @@ PROPS
     "${java[@]}" kafka.Kafka "$kafka_data/server.properties" > "$kafka_data/kafka.log" 2>&1 &
     kafka_pid=$!
     _kafka_cleanup="${_kafka_cleanup:-}kill $kafka_pid 2>/dev/null || true; wait $kafka_pid 2>/dev/null || true; rm -rf '$kafka_data';"
-    trap 'eval "${_broker_cleanup:-}${_kafka_cleanup:-}${_pg_cleanup:-}"' EXIT
+    trap 'eval "${_broker_cleanup:-}${_kafka_cleanup:-}${_pg_cleanup:-}${_extra_cleanup:-}"' EXIT
     for _ in $(seq 300); do
         if python3 -c "import socket; socket.create_connection(('127.0.0.1', $kafka_port), 1)" 2>/dev/null; then
             sleep 1

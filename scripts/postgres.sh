@@ -40,6 +40,6 @@ CONF
     export EXACTA_PG_DSN="postgres://postgres@127.0.0.1:$port/postgres"
     export EXACTA_PG_BIN="$bin" EXACTA_PG_DATA="$pg_data/db" EXACTA_PG_PORT="$port" EXACTA_PG_USER="$user"
     _pg_cleanup="${run[*]} $bin/pg_ctl -D $pg_data/db -m immediate stop >/dev/null 2>&1 || true; rm -rf '$pg_data';"
-    trap 'eval "${_broker_cleanup:-}${_kafka_cleanup:-}${_pg_cleanup:-}"' EXIT
+    trap 'eval "${_broker_cleanup:-}${_kafka_cleanup:-}${_pg_cleanup:-}${_extra_cleanup:-}"' EXIT
     echo "postgres: PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port" >&2
 }

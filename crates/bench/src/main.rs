@@ -38,6 +38,9 @@ struct Args {
     topic: Option<String>,
     #[arg(long, default_value_t = 1)]
     partitions: i32,
+    /// Replication factor of the topic created (a cluster; a single node takes 1).
+    #[arg(long, default_value_t = 1)]
+    replication_factor: i32,
     #[arg(long, default_value_t = 1_000_000)]
     records: u64,
     /// Record value size in bytes (at least 8: the send timestamp).
@@ -416,7 +419,7 @@ fn create_topic(args: &Args, topic: &str) -> anyhow::Result<()> {
         &[NewTopic::new(
             topic,
             args.partitions,
-            TopicReplication::Fixed(1),
+            TopicReplication::Fixed(args.replication_factor),
         )],
         &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
     ))?;

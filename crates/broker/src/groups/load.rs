@@ -30,14 +30,16 @@ impl Shard {
     }
 }
 
-/// The state PARTITION's log holds below its high watermark.
+/// The state PARTITION's log holds below its high watermark, and how many (not
+/// transactional) records were applied to build it.
 pub(super) fn read_shard(
     partition: &Partition,
     config: &GroupConfig,
     serving: Serving,
     now: i64,
-) -> Result<Shard, ApiError> {
+) -> Result<(Shard, usize), ApiError> {
     let mut shard = Shard::empty(config, serving);
+    let mut applied = 0usize;
     crate::internal::replay_partition(partition, |record| {
         let Some(key) = record.key else { return };
         if record.control {
@@ -62,13 +64,16 @@ pub(super) fn read_shard(
                     .or_default()
                     .push(r);
             }
-            Ok(r) => shard.coordinator.apply(&r, now),
+            Ok(r) => {
+                shard.coordinator.apply(&r, now);
+                applied += 1;
+            }
             Err(e) => {
                 tracing::warn!(partition = partition.index, offset = record.offset, error = %e, "skipping unreadable group record")
             }
         }
     })?;
-    Ok(shard)
+    Ok((shard, applied))
 }
 
 impl GroupRuntime {
@@ -134,7 +139,7 @@ impl GroupRuntime {
             let _ = tokio::time::timeout(Duration::from_millis(100), wait).await;
         }
         let config = self.config.clone();
-        let loaded = crate::blocking(|| {
+        let (loaded, records) = crate::blocking(|| {
             read_shard(&partition, &config, Serving::Leader(epoch), crate::now_ms())
         })?;
         let mut state = self.lock(shard);
@@ -148,6 +153,7 @@ impl GroupRuntime {
             partition = shard,
             epoch,
             groups = state.coordinator.group_count(),
+            records,
             elapsed_ms = elapsed,
             "coordinating the groups of {OFFSETS_TOPIC}-{shard}"
         );

@@ -123,6 +123,7 @@ impl GroupRuntime {
             groups_max: usize::MAX,
             ..config
         };
+        let mut loaded = 0usize;
         let shards: Vec<Shard> = if clustered {
             (0..partitions)
                 .map(|_| Shard::empty(&config, Serving::No))
@@ -138,7 +139,12 @@ impl GroupRuntime {
             topic
                 .partitions
                 .iter()
-                .map(|p| load::read_shard(p, &config, Serving::Leader(0), now))
+                .map(|p| {
+                    load::read_shard(p, &config, Serving::Leader(0), now).map(|(shard, n)| {
+                        loaded += n;
+                        shard
+                    })
+                })
                 .collect::<Result<_, _>>()?
         };
         let group_counts: Vec<AtomicUsize> = shards
@@ -151,6 +157,7 @@ impl GroupRuntime {
                     .iter()
                     .map(|c| c.load(Ordering::Relaxed))
                     .sum::<usize>(),
+                records = loaded,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "group coordinator loaded"
             );

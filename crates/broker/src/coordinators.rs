@@ -17,18 +17,6 @@ use crate::replication::Role;
 use crate::txns::TXN_TOPIC;
 use crate::Node;
 
-/// Whether a coordinator shard (the state of one internal partition) is served here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Serving {
-    /// Yes, as the partition's leader at this epoch (0 on a single node, which always
-    /// does).
-    Leader(i32),
-    /// This broker leads the partition at this epoch and is loading its state.
-    Loading(i32),
-    /// Another broker does.
-    No,
-}
-
 /// Runs until the process ends.
 pub async fn run(node: Arc<Node>, cluster: Arc<ClusterRuntime>) {
     cluster.caught_up().await;

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod partitions;
 pub mod replication;
 pub mod server;
+pub mod serving;
 pub mod topic_config;
 pub mod txns;
 

@@ -16,8 +16,8 @@ use std::time::Duration;
 use exacta_coordinator::group::{GroupConfig, GroupCoordinator, Record};
 
 use super::{GroupRuntime, Shard, OFFSETS_TOPIC};
-use crate::coordinators::Serving;
 use crate::partitions::{ApiError, Partition};
+use crate::serving::Serving;
 
 impl Shard {
     pub(super) fn empty(config: &GroupConfig, serving: Serving) -> Self {

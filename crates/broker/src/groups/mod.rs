@@ -37,8 +37,8 @@ use exacta_types::ErrorCode;
 use exacta_wire::batch::KeyedRecord;
 use tokio::sync::oneshot;
 
-use crate::coordinators::Serving;
 use crate::partitions::{ApiError, Broker, Partition};
+use crate::serving::Serving;
 
 /// The partition and last offset to wait for (if anything was written), and a code per
 /// partition of a TxnOffsetCommit.

@@ -51,7 +51,6 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
-pub mod produce_txn;
 pub mod replica_fetch;
 pub mod single_node;
 pub mod sync_group;

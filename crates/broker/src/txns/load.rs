@@ -18,8 +18,8 @@ use exacta_coordinator::txn::{TxnCoordinator, TxnRecord};
 use exacta_types::ErrorCode;
 
 use super::{TxnRuntime, TxnShard, TXN_TOPIC};
-use crate::coordinators::Serving;
 use crate::partitions::{ApiError, Partition};
+use crate::serving::Serving;
 
 impl TxnRuntime {
     /// This broker leads the shard's partition at EPOCH: loads it in the background,

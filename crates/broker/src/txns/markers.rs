@@ -27,9 +27,9 @@ use kafka_protocol::messages::{ProducerId, TopicName, WriteTxnMarkersRequest};
 use kafka_protocol::protocol::StrBytes;
 
 use super::TxnRuntime;
-use crate::coordinators::Serving;
 use crate::groups::{GroupRuntime, OFFSETS_TOPIC};
 use crate::partitions::Broker;
+use crate::serving::Serving;
 
 /// One producer's marker: its producer epoch, the outcome, and the epoch of the coordinator
 /// that decided it.

@@ -41,10 +41,10 @@ use exacta_types::ErrorCode;
 use exacta_wire::batch::KeyedRecord;
 
 use crate::cluster::ClusterRuntime;
-use crate::coordinators::Serving;
 use crate::groups::{GroupRuntime, OFFSETS_TOPIC};
 use crate::metrics::{Metrics, METRICS};
 use crate::partitions::{ApiError, Broker, Partition};
+use crate::serving::Serving;
 
 /// A partition, the offset that must be committed (below its high watermark) and the
 /// leader epoch it was written under.

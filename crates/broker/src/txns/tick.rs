@@ -11,8 +11,8 @@ use exacta_coordinator::txn::{EndPlan, TxnRecord};
 use exacta_types::ErrorCode;
 
 use super::TxnRuntime;
-use crate::coordinators::Serving;
 use crate::metrics::{Metrics, METRICS};
+use crate::serving::Serving;
 
 impl TxnRuntime {
     /// Finishes transactions left in Prepare* by a restart, then times out open ones and

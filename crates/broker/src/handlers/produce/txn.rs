@@ -11,7 +11,7 @@ use bytes::Bytes;
 use exacta_types::ErrorCode;
 use kafka_protocol::messages::ProduceResponse;
 
-use super::produce::{answer, append, Appended, Wait, Written, V2_MIN_VERSION};
+use super::{answer, append, Appended, Wait, Written, V2_MIN_VERSION};
 use crate::partitions::ApiError;
 use crate::txns::verify::Guard;
 use crate::Node;

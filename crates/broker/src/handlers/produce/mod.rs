@@ -24,6 +24,8 @@ use exacta_wire::rewrite::StoredBatch;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
+mod txn;
+
 use super::{message, Ctx, Reply};
 use crate::config::WriteGuarantee;
 use crate::partitions::{ApiError, Partition};
@@ -41,8 +43,8 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
     // v12): durable before any answer, whatever the acks.
     let mut txn_records: Vec<crate::txns::Durable> = Vec::new();
     // In a cluster: first writes of a transaction to a partition, to check with the
-    // coordinator before they are appended (see `produce_txn`).
-    let mut checks: Vec<super::produce_txn::Pending> = Vec::new();
+    // coordinator before they are appended (see [`txn`]).
+    let mut checks: Vec<txn::Pending> = Vec::new();
     for (ti, topic) in request.topic_data.into_iter().enumerate() {
         let mut topic_response = TopicProduceResponse::default()
             .with_name(topic.name.clone())
@@ -82,7 +84,7 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
                 .with_index(index)
                 .with_log_append_time_ms(-1);
             match result {
-                Ok(Written::Check(check)) => checks.push(super::produce_txn::Pending {
+                Ok(Written::Check(check)) => checks.push(txn::Pending {
                     ti,
                     pi,
                     topic: name.clone().unwrap_or_default(),
@@ -111,8 +113,7 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
             tokio::spawn(async move {
                 let (mut response, mut waits) = (response, Vec::new());
                 let id = transactional_id.as_deref();
-                super::produce_txn::run(&node, id, checks, ctx.version, &mut response, &mut waits)
-                    .await;
+                txn::run(&node, id, checks, ctx.version, &mut response, &mut waits).await;
             });
         }
         return Box::pin(std::future::ready(Ok(None)));
@@ -130,8 +131,7 @@ pub fn handle(node: &Arc<Node>, request: ProduceRequest, ctx: Ctx) -> Reply {
         if !checks.is_empty() {
             let id = transactional_id.as_deref();
             let mut checked = Vec::new();
-            super::produce_txn::run(&node, id, checks, ctx.version, &mut response, &mut checked)
-                .await;
+            txn::run(&node, id, checks, ctx.version, &mut response, &mut checked).await;
             if acks == -1 {
                 waits.extend(checked);
             }
@@ -189,7 +189,7 @@ pub(super) enum Written {
     Appended(Appended),
     /// The first write of a transaction to a partition of a cluster: to check with the
     /// coordinator first.
-    Check(super::produce_txn::Check),
+    Check(txn::Check),
 }
 
 /// A batch appended to a partition.
@@ -219,7 +219,7 @@ impl Appended {
 }
 
 /// Validates and appends one partition's batch; GUARD is given on the second attempt of a
-/// checked transactional write (see `produce_txn`).
+/// checked transactional write (see [`txn`]).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn append(
     node: &Node,
@@ -284,9 +284,7 @@ pub(super) fn append(
                 epoch = e;
                 info
             }
-            TxnAppend::Check(guard) => {
-                return Ok(Written::Check(super::produce_txn::Check { guard, records }))
-            }
+            TxnAppend::Check(guard) => return Ok(Written::Check(txn::Check { guard, records })),
         }
     } else if batch.is_transactional() {
         // Only into an open transaction that contains this partition, checked and

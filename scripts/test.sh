@@ -34,4 +34,4 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-8}" scripts/fuzz.sh
 # A real PostgreSQL server for the sink tests (Debian's package; installed when missing).
 . scripts/postgres.sh
 start_postgres
-EXACTA_BIN="$PWD/target/release/exacta" .venv/bin/pytest tests/interop "$@"
+EXACTA_BIN="$PWD/target/release/exacta" .venv/bin/pytest --durations=15 tests/interop "$@"

@@ -22,8 +22,8 @@ from flink_cluster import FlinkCluster
 from test_streams import read_topic
 
 KEYS = 50
-RECORDS = int(os.environ.get("EXACTA_FLINK_RECORDS", "20000"))
-KILLS = int(os.environ.get("EXACTA_FLINK_KILLS", "3"))
+RECORDS = int(os.environ.get("EXACTA_FLINK_RECORDS", "12000"))
+KILLS = int(os.environ.get("EXACTA_FLINK_KILLS", "2"))
 
 
 def feed(broker, topic, start, end, seconds=0.0):

@@ -25,8 +25,8 @@ from test_java import JAVA_DIR
 STREAMS_VERSION = "4.4.0"
 KEYS = 50
 PARTITIONS = 3
-RECORDS = int(os.environ.get("EXACTA_STREAMS_RECORDS", "20000"))
-APP_KILLS = int(os.environ.get("EXACTA_STREAMS_APP_KILLS", "4"))
+RECORDS = int(os.environ.get("EXACTA_STREAMS_RECORDS", "12000"))
+APP_KILLS = int(os.environ.get("EXACTA_STREAMS_APP_KILLS", "3"))
 BROKER_KILLS = int(os.environ.get("EXACTA_STREAMS_BROKER_KILLS", "1"))
 
 

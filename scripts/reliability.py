@@ -82,7 +82,7 @@ SIZED = {
                         "EXACTA_CLUSTER_GROUP_KILLS": "20"}, ["-k", "coordinator_kills"]),
     "cluster-transactions": ({"EXACTA_CLUSTER_TXN_ROUNDS": "5000",
                               "EXACTA_CLUSTER_TXN_KILLS": "30"}, ["-k", "coordinator_kills"]),
-    "cluster-verify": ({"EXACTA_CLUSTER_VERIFY_RECORDS": "600000",
+    "cluster-verify": ({"EXACTA_CLUSTER_VERIFY_RECORDS": "1000000",
                         "EXACTA_CLUSTER_VERIFY_KILLS": "200"}, ["-k", "librdkafka"]),
     "verify-injected": ({"EXACTA_VERIFY_INJECTED_RECORDS": "3000",
                          "EXACTA_VERIFY_INJECTED_CLIENTS": "librdkafka,kafka-python,aiokafka,kafkajs"},

@@ -181,7 +181,9 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<i32> {
         if revoked.swap(false, Ordering::SeqCst) {
             // Partitions moved while reading: the new owner starts from the committed
             // offsets, and so do we.
-            rewind(&consumer);
+            if !rewind(&consumer, &args.tag) {
+                return Ok(EXIT_RESTART);
+            }
             continue;
         }
         if batch.is_empty() {
@@ -228,8 +230,8 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<i32> {
                     eprintln!("copier {}: abort of {txn}: {e}", args.tag);
                     return Ok(EXIT_RESTART);
                 }
-                if args.bug.as_deref() != Some("no-rewind") {
-                    rewind(&consumer);
+                if args.bug.as_deref() != Some("no-rewind") && !rewind(&consumer, &args.tag) {
+                    return Ok(EXIT_RESTART);
                 }
             }
         }
@@ -360,13 +362,25 @@ fn abort(producer: &ThreadedProducer<ProducerCtx>) -> Result<(), KafkaError> {
     }
 }
 
-/// Seeks every assigned partition back to the group's committed offset.
-fn rewind(consumer: &BaseConsumer<ConsumerCtx>) {
-    let committed = match consumer.committed(Duration::from_secs(30)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rewind: fetching committed offsets: {e}");
-            return;
+/// Seeks every assigned partition back to the group's committed offset; false when the
+/// committed offsets could not be fetched (the copier must then start over: going on from
+/// where it stands would skip the records of the aborted transaction). The fetch is retried
+/// for a while: NOT_COORDINATOR while the group's coordinator moves to another broker is
+/// answered at once, and librdkafka does not retry it itself.
+fn rewind(consumer: &BaseConsumer<ConsumerCtx>, tag: &str) -> bool {
+    let mut attempts = 0;
+    let committed = loop {
+        match consumer.committed(Duration::from_secs(30)) {
+            Ok(c) => break c,
+            Err(e) if attempts < 50 => {
+                attempts += 1;
+                eprintln!("copier {tag}: rewind: fetching committed offsets: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                eprintln!("copier {tag}: rewind: fetching committed offsets: {e}; restarting");
+                return false;
+            }
         }
     };
     for tp in committed.elements() {
@@ -375,9 +389,15 @@ fn rewind(consumer: &BaseConsumer<ConsumerCtx>) {
             _ => Offset::Beginning,
         };
         if let Err(e) = consumer.seek(tp.topic(), tp.partition(), offset, Duration::from_secs(10)) {
-            eprintln!("rewind: seeking {}/{}: {e}", tp.topic(), tp.partition());
+            eprintln!(
+                "copier {tag}: rewind: seeking {}/{}: {e}; restarting",
+                tp.topic(),
+                tp.partition()
+            );
+            return false;
         }
     }
+    true
 }
 
 /// Sends a record, waiting while the producer's queue is full.

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from cluster_harness import Cluster  # noqa: E402
 from harness import Broker  # noqa: E402
 
 
@@ -35,3 +36,11 @@ def make_broker(tmp_path):
 def postgres():
     from sink_harness import Postgres
     return Postgres()
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """Three `exacta serve --voters` nodes on 127.0.0.11-13 (cluster_harness)."""
+    c = Cluster(tmp_path).start()
+    yield c
+    c.stop()

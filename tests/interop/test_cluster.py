@@ -17,19 +17,13 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                   NewPartitions, NewTopic)
 
-from cluster_harness import Cluster, create_topic as create, partitions
+from cluster_harness import create_topic as create, partitions
 from harness import BIN, wait_for
 
 RECORDS = int(os.environ.get("EXACTA_CLUSTER_RECORDS", "40000"))
 KILLS = int(os.environ.get("EXACTA_CLUSTER_KILLS", "6"))
 PARTITIONS = 3
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(tmp_path).start()
-    yield c
-    c.stop()
 
 
 def read_all(cluster, topic, expected, timeout=60):

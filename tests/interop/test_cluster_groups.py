@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from cluster_harness import Cluster, all_in_sync, create_topic, find_coordinator, node_socket
+from cluster_harness import all_in_sync, create_topic, find_coordinator, node_socket
 from harness import frame, kstr, roundtrip, wait_for
 
 RECORDS = int(os.environ.get("EXACTA_CLUSTER_GROUP_RECORDS", "6000"))
@@ -24,12 +24,6 @@ PARTITIONS = 3
 OFFSETS = "__consumer_offsets"
 NOT_COORDINATOR = 16
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(tmp_path).start()
-    yield c
-    c.stop()
 
 
 def coordinator(admin, group):

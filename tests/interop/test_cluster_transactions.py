@@ -12,10 +12,9 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from cluster_harness import Cluster, all_in_sync, create_topic, find_coordinator
+from cluster_harness import all_in_sync, create_topic, find_coordinator
 from harness import wait_for
 
 ROUNDS = int(os.environ.get("EXACTA_CLUSTER_TXN_ROUNDS", "300"))
@@ -23,12 +22,6 @@ KILLS = int(os.environ.get("EXACTA_CLUSTER_TXN_KILLS", "3"))
 PARTITIONS = 3
 TXN_STATE = "__transaction_state"
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(tmp_path).start()
-    yield c
-    c.stop()
 
 
 def read_committed(cluster, topic, expected, timeout=60):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from cluster_harness import Cluster, all_in_sync
+from cluster_harness import all_in_sync
 from harness import wait_for
 from test_verify import AIOKAFKA_COPIER, KAFKAJS_COPIER, assert_exactly_once, finish, start
 
@@ -24,12 +24,6 @@ RECORDS = int(os.environ.get("EXACTA_CLUSTER_VERIFY_RECORDS", "12000"))
 KILLS = int(os.environ.get("EXACTA_CLUSTER_VERIFY_KILLS", "4"))
 KAFKA_PYTHON_COPIER = f"{sys.executable} {Path(__file__).parent / 'verify_copier_kafka_python.py'}"
 
-
-@pytest.fixture
-def cluster(tmp_path):
-    c = Cluster(tmp_path / "nodes").start()
-    yield c
-    c.stop()
 
 
 class Killer:

@@ -274,17 +274,10 @@ impl ClusterRuntime {
         if validate_only {
             return Ok(uuid::Uuid::nil());
         }
-        let id = uuid::Uuid::new_v4();
-        let start = (id.as_u128() % brokers.len() as u128) as usize;
-        let replicas =
-            exacta_cluster::controller::place(&brokers, partitions as usize, rf as usize, start);
-        let command = Command::CreateTopic {
-            name: name.to_string(),
-            id: id.to_string(),
-            replicas,
-            configs,
-        };
-        if let Response::Refused(why) = self.propose(command).await? {
+        let (id, response) = self
+            .propose_topic(name, partitions, rf as usize, &brokers, configs)
+            .await?;
+        if let Response::Refused(why) = response {
             // A retried proposal of our own creation is refused the second time: fine.
             let ours = self
                 .metadata()
@@ -315,16 +308,10 @@ impl ClusterRuntime {
         if brokers.len() < rf {
             return Ok(false);
         }
-        let id = uuid::Uuid::new_v4();
-        let start = (id.as_u128() % brokers.len() as u128) as usize;
-        let replicas = exacta_cluster::controller::place(&brokers, partitions as usize, rf, start);
-        let command = Command::CreateTopic {
-            name: name.to_string(),
-            id: id.to_string(),
-            replicas,
-            configs,
-        };
-        if let Response::Refused(why) = self.propose(command).await? {
+        let (_, response) = self
+            .propose_topic(name, partitions, rf, &brokers, configs)
+            .await?;
+        if let Response::Refused(why) = response {
             tracing::debug!(topic = name, why, "internal topic proposal refused");
             return Ok(false);
         }
@@ -335,6 +322,33 @@ impl ClusterRuntime {
             "internal topic created"
         );
         Ok(true)
+    }
+
+    /// Proposes topic NAME with a new id, its replicas placed over BROKERS (leaders spread
+    /// from a start the id picks); returns the id and the quorum's answer.
+    async fn propose_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: usize,
+        brokers: &[u64],
+        configs: BTreeMap<String, String>,
+    ) -> Result<(uuid::Uuid, Response), ApiError> {
+        let id = uuid::Uuid::new_v4();
+        let start = (id.as_u128() % brokers.len() as u128) as usize;
+        let replicas = exacta_cluster::controller::place(
+            brokers,
+            partitions as usize,
+            replication_factor,
+            start,
+        );
+        let command = Command::CreateTopic {
+            name: name.to_string(),
+            id: id.to_string(),
+            replicas,
+            configs,
+        };
+        Ok((id, self.propose(command).await?))
     }
 
     /// Deletes a topic through the quorum and waits until this broker dropped it.

@@ -11,7 +11,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use exacta_coordinator::group::{GroupConfig, GroupCoordinator, Record};
 
@@ -130,13 +129,8 @@ impl GroupRuntime {
                 format!("{OFFSETS_TOPIC}-{shard} is missing"),
             ));
         };
-        let end = partition.log_end_offset();
-        while partition.high_watermark() < end {
-            if !still_loading() {
-                return Ok(());
-            }
-            let wait = partition.wait_for_high_watermark(end - 1);
-            let _ = tokio::time::timeout(Duration::from_millis(100), wait).await;
+        if !partition.committed_to_log_end(still_loading).await {
+            return Ok(());
         }
         let config = self.config.clone();
         let (loaded, records) = crate::blocking(|| {

@@ -206,6 +206,8 @@ impl GroupRuntime {
         match state.serving {
             // Also checked against the partition itself: the leadership may have moved a
             // moment before this shard was told.
+            // A single node always leads: no lookup.
+            Serving::Leader(epoch) if self.broker.config.voters.is_none() => Ok((state, epoch)),
             Serving::Leader(epoch) => match self.broker.partition(OFFSETS_TOPIC, shard as i32) {
                 Some(p) if p.check_leader(epoch).is_ok() => Ok((state, epoch)),
                 _ => Err(not_here()),

@@ -342,6 +342,22 @@ impl Partition {
         }
     }
 
+    /// A new leader's wait before its coordinators load: resolves true once the high
+    /// watermark has reached the log end this replica had on the call (everything the
+    /// previous leader may have answered is committed), false as soon as STILL_WANTED says
+    /// the wait is moot (the leadership moved on).
+    pub async fn committed_to_log_end(&self, still_wanted: impl Fn() -> bool) -> bool {
+        let end = self.log_end_offset();
+        while self.high_watermark() < end {
+            if !still_wanted() {
+                return false;
+            }
+            let wait = self.wait_for_high_watermark(end - 1);
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), wait).await;
+        }
+        true
+    }
+
     /// This replica's log end offset.
     pub fn log_end_offset(&self) -> i64 {
         self.log().log_end_offset()

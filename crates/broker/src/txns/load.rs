@@ -11,7 +11,6 @@
 //! CONCURRENT_TRANSACTIONS and retry.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use exacta_coordinator::group::partition_for;
 use exacta_coordinator::txn::{TxnCoordinator, TxnRecord};
@@ -75,13 +74,9 @@ impl TxnRuntime {
                 format!("{TXN_TOPIC}-{shard} is missing"),
             ));
         };
-        let end = partition.log_end_offset();
-        while partition.high_watermark() < end {
-            if self.lock(shard).serving != Serving::Loading(epoch) {
-                return Ok(());
-            }
-            let wait = partition.wait_for_high_watermark(end - 1);
-            let _ = tokio::time::timeout(Duration::from_millis(100), wait).await;
+        let still_loading = || self.lock(shard).serving == Serving::Loading(epoch);
+        if !partition.committed_to_log_end(still_loading).await {
+            return Ok(());
         }
         let loaded = crate::blocking(|| self.read_shard(&partition, shard))?;
         let unfinished = {

@@ -208,6 +208,8 @@ impl TxnRuntime {
         match state.serving {
             // Also checked against the partition: the leadership may have moved a moment
             // before this shard was told.
+            // A single node always leads: no lookup on its transactional produce path.
+            Serving::Leader(_) if self.cluster.is_none() => Ok(state),
             Serving::Leader(epoch) => match self.broker.partition(TXN_TOPIC, shard as i32) {
                 Some(p) if p.check_leader(epoch).is_ok() => Ok(state),
                 _ => Err(ErrorCode::NotCoordinator),

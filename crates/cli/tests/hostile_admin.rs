@@ -185,3 +185,39 @@ fn clients_cannot_make_the_coordinator_hold_unbounded_groups() {
     assert_eq!(commit_offset(&mut c, "g-3", "groups-topic"), 0);
     assert_healthy(&broker, "groups-topic");
 }
+
+fn marker(c: &mut Conn, topic: &str, coordinator_epoch: i32) -> i16 {
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(4242))
+            .with_producer_epoch(0)
+            .with_transaction_result(false)
+            .with_coordinator_epoch(coordinator_epoch)
+            .with_topics(vec![WritableTxnMarkerTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_indexes(vec![0])])]);
+    let response: WriteTxnMarkersResponse = c.call(ApiKey::WriteTxnMarkers, 1, &request);
+    response.markers[0].topics[0].partitions[0].error_code
+}
+
+/// A marker claiming a coordinator epoch no coordinator has (a single node's is 0) is
+/// refused before it touches the partition: kept, it would fence every later real marker
+/// for that producer.
+#[test]
+fn a_marker_from_an_impossible_coordinator_epoch_is_refused() {
+    let broker = start();
+    let mut c = Conn::new(&broker);
+    create_topic(&mut c, "markers", 1);
+    assert_eq!(marker(&mut c, "markers", i32::MAX), INVALID_REQUEST);
+    assert_eq!(marker(&mut c, "markers", 1), INVALID_REQUEST);
+    // Nothing was kept: a marker at the real epoch is still taken.
+    assert_eq!(marker(&mut c, "markers", 0), 0);
+    assert_eq!(
+        marker(&mut c, "markers", -1),
+        0,
+        "operators' markers carry -1"
+    );
+}

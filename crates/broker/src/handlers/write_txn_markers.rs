@@ -19,10 +19,62 @@ use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use crate::txns::markers::Marker;
 use crate::Node;
 
+/// The newest coordinator epoch any coordinator can have now: the highest leader epoch of a
+/// `__transaction_state` partition in a cluster, 0 on a single node. A marker claiming a
+/// newer one is refused: the partition would keep it and fence every real coordinator's
+/// later markers for that producer.
+fn newest_coordinator_epoch(node: &Node) -> i32 {
+    match &node.cluster {
+        None => 0,
+        Some(cluster) => cluster
+            .metadata()
+            .topics
+            .get(crate::txns::TXN_TOPIC)
+            .and_then(|t| t.partitions.iter().map(|p| p.leader_epoch).max())
+            .unwrap_or(-1),
+    }
+}
+
 pub async fn handle(node: &Arc<Node>, request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
     let mut response = WriteTxnMarkersResponse::default();
+    let newest = newest_coordinator_epoch(node);
     for marker in request.markers {
         let producer_id = marker.producer_id.0;
+        if marker.coordinator_epoch > newest {
+            tracing::warn!(
+                producer_id,
+                coordinator_epoch = marker.coordinator_epoch,
+                newest,
+                "refusing a transaction marker from a coordinator epoch no coordinator has"
+            );
+            response.markers.push(
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(marker.producer_id)
+                    .with_topics(
+                        marker
+                            .topics
+                            .into_iter()
+                            .map(|t| {
+                                WritableTxnMarkerTopicResult::default()
+                                    .with_partitions(
+                                        t.partition_indexes
+                                            .iter()
+                                            .map(|&i| {
+                                                WritableTxnMarkerPartitionResult::default()
+                                                    .with_partition_index(i)
+                                                    .with_error_code(
+                                                        ErrorCode::InvalidRequest.code(),
+                                                    )
+                                            })
+                                            .collect(),
+                                    )
+                                    .with_name(t.name)
+                            })
+                            .collect(),
+                    ),
+            );
+            continue;
+        }
         let by_coordinator = if marker.transaction_result {
             None
         } else {
